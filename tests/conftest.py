@@ -6,54 +6,27 @@ touch a real user's Blender configuration.
 
 from __future__ import annotations
 
-import importlib
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-_scratch = Path(tempfile.mkdtemp(prefix="cadence-tests-"))
-os.environ.setdefault("BLENDER_USER_RESOURCES", str(_scratch / "blender-user"))
-os.environ.setdefault("NUMBA_CACHE_DIR", str(ROOT / ".venv" / "numba-cache"))
+sys.path.insert(0, str(ROOT))
+from tools import blender_session  # noqa: E402
+
+_scratch = blender_session.prepare()
 
 import pytest  # noqa: E402
 
-REPO_MODULE = "cadence_dev"  # the local extension repository the checkout is linked into
-EXT_PACKAGE = f"bl_ext.{REPO_MODULE}.cadence"
+EXT_PACKAGE = blender_session.EXT_PACKAGE
 SHARED_FIXTURES = ROOT.parent / "shared" / "fixtures"
-
-
-def _enable_extension():
-    import addon_utils
-    import bpy
-
-    repo_dir = _scratch / "extensions" / REPO_MODULE
-    repo_dir.mkdir(parents=True, exist_ok=True)
-    link = repo_dir / "cadence"
-    if not link.exists():
-        link.symlink_to(ROOT, target_is_directory=True)
-    repos = bpy.context.preferences.extensions.repos
-    if REPO_MODULE not in {r.module for r in repos}:
-        # The repository's module name is derived from its display name.
-        bpy.ops.preferences.extension_repo_add(
-            name=REPO_MODULE, type="LOCAL", use_custom_directory=True, custom_directory=str(repo_dir),
-        )
-        assert REPO_MODULE in {r.module for r in repos}, [r.module for r in repos]
-    mod = addon_utils.enable(EXT_PACKAGE, default_set=True, handle_error=None)
-    if mod is None:
-        raise RuntimeError(f"could not enable {EXT_PACKAGE}")
-    return importlib.import_module(EXT_PACKAGE)
 
 
 @pytest.fixture(scope="session")
 def cadence():
     """The Cadence extension package, enabled in bpy (``cadence.operators.rig`` etc. are reachable)."""
-    import addon_utils
-
-    module = _enable_extension()
+    module = blender_session.enable_cadence(_scratch)
     yield module
-    addon_utils.disable(EXT_PACKAGE, default_set=True)
+    blender_session.disable_cadence()
 
 
 @pytest.fixture
@@ -84,9 +57,4 @@ def pytest_collection_modifyitems(config, items):
 def pytest_sessionfinish(session, exitstatus):
     # A plain script that leaves classes registered can hang at exit on 4.5: unregister first.
     if "bpy" in sys.modules:
-        try:
-            import addon_utils
-
-            addon_utils.disable(EXT_PACKAGE, default_set=True)
-        except Exception:  # noqa: BLE001 - best effort at shutdown
-            pass
+        blender_session.disable_cadence()
