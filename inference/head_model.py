@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zipfile
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -135,7 +136,7 @@ class HeadModel:
                 self.uv = _float(self.uv, "uv", ndim=3)
                 if self.uv.shape != (len(self.faces), 3, 2):
                     raise HeadModelError("uv must be (F, 3, 2) per-corner coordinates")
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, IndexError) as exc:  # IndexError: a 0-d array where 1-d is due
             if isinstance(exc, HeadModelError):
                 raise
             raise HeadModelError(f"malformed head model: {exc}") from exc
@@ -209,8 +210,9 @@ class HeadModel:
     def content_hash(self) -> str:
         """Stable hash of the geometry and bases (what a persona or rig was made for)."""
         h = hashlib.sha256()
-        for arr in (self.v_template, self.faces, self.shapedirs, self.exprdirs, self.posedirs,
-                    self.j_regressor, self.weights, self.parents):
+        # The bases are hashed at the float32 precision `save` stores them with, so the hash survives save/load.
+        for arr in (self.v_template, self.faces, self.shapedirs.astype(np.float32), self.exprdirs.astype(np.float32),
+                    self.posedirs.astype(np.float32), self.j_regressor, self.weights, self.parents):
             a = np.ascontiguousarray(arr)
             h.update(str(a.shape).encode())
             h.update(a.tobytes())
@@ -265,7 +267,7 @@ class HeadModel:
                     return from_flame_arrays({k: z[k] for k in z.files}, name=os.path.basename(path), source=path)
         except HeadModelError:
             raise
-        except (OSError, ValueError, KeyError, EOFError, json.JSONDecodeError) as exc:
+        except (OSError, ValueError, KeyError, EOFError, json.JSONDecodeError, zipfile.BadZipFile) as exc:
             raise HeadModelError(f"could not read head model {path!r}: {exc}") from exc
         raise HeadModelError(f"{path!r} is neither a Cadence head nor a FLAME-layout .npz")
 
