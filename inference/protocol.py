@@ -111,3 +111,132 @@ class Channels:
             groups=groups,
             meta=header.get("meta", {}),
         )
+
+
+# ---------------------------------------------------------------------------------------------
+# Worker messages: one JSON object per line on the worker's stdin (requests) and stdout (replies).
+# Large arrays never travel inline: a job writes them to .npz files and names the paths in `data`.
+# ---------------------------------------------------------------------------------------------
+
+PROTOCOL_VERSION = 1
+# The extension's version; the worker and the add-on ship in one tree (a test checks the manifest).
+CADENCE_VERSION = "0.1.0"
+
+REQUEST_TYPES = ("job", "cancel", "shutdown")
+REPLY_TYPES = ("hello", "progress", "result", "error", "log")
+# Error codes: why a job ended without a result (the client adds "worker_died" and "timeout").
+ERROR_CODES = ("failed", "cancelled", "unknown_kind", "unavailable", "bad_request", "worker_died", "timeout")
+
+_ID = (str,)
+_OPT_ID = (str, type(None))
+_NUM = (int, float)
+# Required fields (name -> accepted types) per message type; extra fields are allowed.
+_FIELDS: dict[str, dict[str, tuple]] = {
+    "hello": {"protocol": (int,), "cadence": (str,), "pid": (int,), "python": (str,)},
+    "job": {"id": _ID, "kind": (str,), "params": (dict,)},
+    "cancel": {"id": _ID},
+    "shutdown": {},
+    "progress": {"id": _ID, "fraction": _NUM, "message": (str,)},
+    "result": {"id": _ID, "data": (dict,)},
+    "error": {"id": _OPT_ID, "message": (str,), "traceback": (str,), "code": (str,)},
+    "log": {"id": _OPT_ID, "level": (str,), "message": (str,)},
+}
+
+
+class ProtocolError(ValueError):
+    """A line that is not a valid Cadence worker message."""
+
+
+def validate(msg: object) -> dict:
+    """Return ``msg`` if it is a well-formed message, else raise ProtocolError saying what is wrong."""
+    if not isinstance(msg, dict):
+        raise ProtocolError(f"a message must be a JSON object, got {type(msg).__name__}")
+    kind = msg.get("type")
+    if kind not in _FIELDS:
+        raise ProtocolError(f"unknown message type {kind!r} (known: {', '.join(_FIELDS)})")
+    for name, types in _FIELDS[kind].items():
+        if name not in msg:
+            raise ProtocolError(f"{kind!r} message lacks the field {name!r}")
+        value = msg[name]
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            raise ProtocolError(f"{kind!r} field {name!r} has the wrong type ({type(value).__name__})")
+    return msg
+
+
+def _json_default(obj: object) -> object:
+    # Results may carry numpy scalars or small arrays; anything large belongs in an .npz file.
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    raise TypeError(f"{type(obj).__name__} cannot be sent to or from the worker")
+
+
+def encode(msg: dict) -> bytes:
+    """One validated message as a UTF-8 JSON line (newline included)."""
+    validate(msg)
+    return (json.dumps(msg, default=_json_default, ensure_ascii=True, separators=(",", ":")) + "\n").encode()
+
+
+def decode(line: bytes | str) -> dict:
+    """Parse and validate one line; raises ProtocolError for anything else."""
+    if isinstance(line, bytes):
+        line = line.decode("utf-8", errors="replace")
+    try:
+        msg = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise ProtocolError(f"not JSON ({exc.msg} at column {exc.colno}): {line[:80]!r}") from exc
+    return validate(msg)
+
+
+def hello(pid: int, python: str, **info: object) -> dict:
+    return {"type": "hello", "protocol": PROTOCOL_VERSION, "cadence": CADENCE_VERSION, "pid": pid,
+            "python": python, **info}
+
+
+def job(job_id: str, kind: str, params: dict | None = None) -> dict:
+    return {"type": "job", "id": job_id, "kind": kind, "params": dict(params or {})}
+
+
+def cancel(job_id: str) -> dict:
+    return {"type": "cancel", "id": job_id}
+
+
+def shutdown() -> dict:
+    return {"type": "shutdown"}
+
+
+def progress(job_id: str, fraction: float, message: str = "") -> dict:
+    fraction = float(fraction)
+    fraction = min(max(fraction, 0.0), 1.0) if np.isfinite(fraction) else 0.0
+    return {"type": "progress", "id": job_id, "fraction": fraction, "message": str(message)}
+
+
+def result(job_id: str, data: dict | None = None) -> dict:
+    return {"type": "result", "id": job_id, "data": dict(data or {})}
+
+
+def error(job_id: str | None, message: str, traceback: str = "", code: str = "failed") -> dict:
+    return {"type": "error", "id": job_id, "message": str(message), "traceback": str(traceback), "code": code}
+
+
+def log(message: str, job_id: str | None = None, level: str = "info") -> dict:
+    return {"type": "log", "id": job_id, "level": level, "message": str(message)}
+
+
+def save_arrays(path: str | os.PathLike, **arrays: np.ndarray) -> str:
+    """Write arrays for a reply (no pickles: either side may load it) and return the path as str."""
+    with open(path, "wb") as fh:
+        np.savez(fh, **{k: np.asarray(v) for k, v in arrays.items()})
+    return os.fspath(path)
+
+
+def load_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Read an .npz named in a reply into memory (the worker may delete it later)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError) as exc:
+        raise ProtocolError(f"cannot read the worker's array file {os.fspath(path)!r}: {exc}") from exc

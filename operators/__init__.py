@@ -2,7 +2,9 @@
 
 import bpy
 
-classes: tuple = ()
+from . import worker_client, worker_ops
+
+classes: tuple = (worker_ops.CADENCE_OT_check_worker,)
 
 _register, _unregister = bpy.utils.register_classes_factory(classes)
 
@@ -12,4 +14,5 @@ def register() -> None:
 
 
 def unregister() -> None:
+    worker_client.shutdown_client()  # no worker outlives the add-on
     _unregister()

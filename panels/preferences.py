@@ -8,6 +8,9 @@ import bpy
 ADDON_ID = __package__.rpartition(".")[0]
 
 
+_STATUS_ICONS = {None: "INFO", True: "CHECKMARK", False: "ERROR"}
+
+
 class CADENCE_AddonPreferences(bpy.types.AddonPreferences):
     bl_idname = ADDON_ID
 
@@ -28,6 +31,11 @@ class CADENCE_AddonPreferences(bpy.types.AddonPreferences):
         layout = self.layout
         layout.prop(self, "worker_python")
         layout.prop(self, "cache_dir")
+        from ..operators import worker_ops  # late: panels register before operators
+
+        row = layout.row()
+        row.label(text=worker_ops.status_text(), icon=_STATUS_ICONS[worker_ops.last_check["ok"]])
+        row.operator("cadence.check_worker", icon="FILE_REFRESH")
 
 
 def get_preferences(context: bpy.types.Context | None = None) -> CADENCE_AddonPreferences | None:
