@@ -2,17 +2,25 @@
 
 import bpy
 
-from . import worker_client, worker_ops
+from . import add_head, generate, worker_client, worker_ops
+from . import batch as batch  # scripting API: cadence.operators.batch.run_batch, …
+from . import preview as preview
 
-classes: tuple = (worker_ops.CADENCE_OT_check_worker,)
+classes: tuple = (
+    add_head.CADENCE_OT_add_head,
+    generate.CADENCE_OT_generate,
+    worker_ops.CADENCE_OT_check_worker,
+)
 
 _register, _unregister = bpy.utils.register_classes_factory(classes)
 
 
 def register() -> None:
     _register()
+    bpy.types.VIEW3D_MT_add.append(add_head.draw_add_menu)
 
 
 def unregister() -> None:
     worker_client.shutdown_client()  # no worker outlives the add-on
+    bpy.types.VIEW3D_MT_add.remove(add_head.draw_add_menu)
     _unregister()

@@ -2,11 +2,12 @@
 
 import bpy
 
-from . import preferences, settings
+from . import preferences, settings, sidebar
 
 classes = (
     preferences.CADENCE_AddonPreferences,
     settings.CADENCE_SceneSettings,
+    sidebar.CADENCE_PT_main,
 )
 
 _register, _unregister = bpy.utils.register_classes_factory(classes)

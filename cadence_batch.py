@@ -1,0 +1,83 @@
+"""Cadence headless batch: audio files (or folders of them) -> animated .blend files.
+
+With Blender (Cadence installed as an extension):
+    blender -b [base.blend] --python <cadence extension folder>/cadence_batch.py -- AUDIO... --out DIR [options]
+From a source checkout (bpy module):
+    ./cadence batch AUDIO... --out DIR [options]
+
+Without a base .blend (or one with no Cadence head) the default head is added (or --head FILE).
+Exit status: 0 when every file succeeded, 1 when any failed (each failure is reported, the rest go on).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="cadence_batch", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("audio", nargs="+", help="audio files and/or folders of audio files")
+    ap.add_argument("--out", required=True, help="output folder")
+    ap.add_argument("--single-blend", action="store_true",
+                    help="one .blend with a take (action) per file instead of one .blend per file")
+    ap.add_argument("--head", default="", help="FLAME .pkl/.npz head to use when the scene has no Cadence head")
+    ap.add_argument("--base", default="", help="base .blend to start each file from (default: the opened file)")
+    ap.add_argument("--frame-start", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--preview", action="store_true", help="also render a low-resolution mp4 with sound per file")
+    ap.add_argument("--preview-size", type=int, default=256)
+    return ap
+
+
+def _cadence_package():
+    """The enabled Cadence extension (inside Blender), or this checkout enabled as one (bpy module)."""
+    import addon_utils
+
+    for mod in addon_utils.modules():
+        name = mod.__name__
+        if name.endswith(".cadence") and name.startswith("bl_ext.") and addon_utils.check(name)[1]:
+            return importlib.import_module(name), None
+    root = Path(__file__).resolve().parent
+    tools = root / "tools" / "blender_session.py"
+    if not tools.is_file():
+        raise SystemExit("Cadence is not enabled in this Blender: install and enable the Cadence extension first.")
+    sys.path.insert(0, str(root))
+    from tools import blender_session
+
+    return blender_session.enable_cadence(blender_session.prepare()), blender_session
+
+
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    if "bpy" not in sys.modules:  # plain Python with the bpy module: set up the scratch profile first
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from tools import blender_session
+
+        blender_session.prepare()
+    import bpy
+
+    cadence, session = _cadence_package()
+    try:
+        batch = cadence.operators.batch
+        files = batch.collect_audio(args.audio)
+        if not files:
+            print("Cadence batch: no audio files found in " + ", ".join(args.audio), file=sys.stderr)
+            return 1
+        base = args.base or (bpy.data.filepath if bpy.data.filepath else "")
+        result = batch.run_batch(files, args.out, per_file_blend=not args.single_blend, head_file=args.head,
+                                 base_blend=base, frame_start=args.frame_start, seed=args.seed,
+                                 preview=args.preview, preview_size=args.preview_size)
+        return 1 if result.failed else 0
+    finally:
+        cadence.operators.worker_client.shutdown_client()
+        if session is not None:
+            session.disable_cadence()
+
+
+if __name__ == "__main__":
+    argv = sys.argv[sys.argv.index("--") + 1:] if "--" in sys.argv else sys.argv[1:]
+    sys.exit(main(argv))

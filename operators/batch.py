@@ -1,0 +1,130 @@
+"""Headless batch generation: many audio files -> takes in one .blend or one .blend per file.
+
+Each file is processed on its own: a failure is reported and the batch goes on. Used by
+``cadence_batch.py`` (``blender -b scene.blend --python cadence_batch.py -- …``, or ``./cadence batch``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import bpy
+
+from . import generate
+from . import rig as rig_mod
+
+AUDIO_SUFFIXES = {ext.lstrip(".") for ext in generate.AUDIO_EXTENSIONS.split(";")}
+
+
+@dataclass
+class BatchResult:
+    succeeded: list[tuple[str, str]] = field(default_factory=list)  # (audio, output)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (audio, message)
+
+    def summary(self) -> str:
+        lines = [f"Cadence batch: {len(self.succeeded)} succeeded, {len(self.failed)} failed"]
+        lines += [f"  ok     {Path(a).name} -> {o}" for a, o in self.succeeded]
+        lines += [f"  FAILED {Path(a).name}: {m}" for a, m in self.failed]
+        return "\n".join(lines)
+
+
+def collect_audio(inputs: list[str]) -> list[str]:
+    """Files and folders -> a sorted list of audio files (folders: their audio files, not recursive)."""
+    found: list[str] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found += sorted(str(f) for f in p.iterdir() if f.suffix.lower().lstrip(".") in AUDIO_SUFFIXES)
+        else:
+            found.append(str(p))  # a missing file is reported as that file's failure
+    return found
+
+
+def _ensure_rig(context: bpy.types.Context, head_file: str) -> bpy.types.Object:
+    rig = rig_mod.find_rig(context.active_object)
+    if rig is None:
+        rig = next((o for o in context.scene.objects if rig_mod.find_rig(o) is o), None)
+    if rig is None:
+        result = bpy.ops.cadence.add_head(filepath=head_file)
+        if result != {"FINISHED"}:
+            raise RuntimeError(f"could not add the head ({head_file or 'default head'})")
+        rig = context.active_object
+    for obj in context.view_layer.objects:
+        obj.select_set(False)
+    rig.select_set(True)
+    context.view_layer.objects.active = rig
+    return rig
+
+
+def run_batch(audio_files: list[str], out_dir: str, per_file_blend: bool = True, head_file: str = "",
+              base_blend: str = "", frame_start: int = 1, seed: int = 0, transcripts: bool = True,
+              preview: bool = False, preview_size: int = 256, stream=None) -> BatchResult:
+    """Generate a take per audio file. ``per_file_blend``: a .blend per file, else one .blend of takes."""
+    stream = stream or sys.stdout
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    result = BatchResult()
+    n = len(audio_files)
+    if not per_file_blend:
+        _open_base(base_blend)
+    for i, audio in enumerate(audio_files, 1):
+        t0 = time.perf_counter()
+        print(f"[{i}/{n}] {Path(audio).name} ...", file=stream, flush=True)
+        try:
+            if per_file_blend:
+                _open_base(base_blend)
+            context = bpy.context
+            _ensure_rig(context, head_file)
+            transcript = _transcript_for(audio) if transcripts else None
+            job = generate.GenerateJob(context, {
+                "audio": audio, "transcript": transcript, "seed": seed, "lip_strength": 1.0,
+                "motion_amplitude": 1.0, "motion_speed": 1.0,
+            }, {
+                "groups": set(generate.GROUP_SETS), "frame_start": frame_start, "mode": "NEW",
+                "set_frame_range": True, "add_sound": True, "take_name": Path(audio).stem,
+                "reduce_tolerance": None,
+            })
+            job.run_sync()
+            report = job.apply()
+            target = out / (f"{Path(audio).stem}.blend" if per_file_blend else "cadence_batch.blend")
+            if per_file_blend:
+                bpy.ops.wm.save_as_mainfile(filepath=str(target), check_existing=False)
+            if preview:
+                from . import preview as preview_mod
+
+                preview_mod.render_preview(context.scene, str(out / f"{Path(audio).stem}.mp4"),
+                                           size=preview_size, audio=audio)
+            result.succeeded.append((audio, str(target)))
+            print(f"[{i}/{n}] ok: frames {report['frames'][0]}–{report['frames'][1]} "
+                  f"({time.perf_counter() - t0:.1f} s)", file=stream, flush=True)
+        except (generate.GenerateError, RuntimeError, OSError, ValueError) as exc:
+            result.failed.append((audio, str(exc)))
+            print(f"[{i}/{n}] FAILED: {exc}", file=stream, flush=True)
+        except Exception as exc:  # noqa: BLE001 - one bad file must not stop the batch
+            result.failed.append((audio, f"unexpected error: {exc}"))
+            traceback.print_exc(file=stream)
+    if not per_file_blend and result.succeeded:
+        bpy.ops.wm.save_as_mainfile(filepath=str(out / "cadence_batch.blend"), check_existing=False)
+    print(result.summary(), file=stream, flush=True)
+    return result
+
+
+def _open_base(base_blend: str) -> None:
+    if base_blend:
+        bpy.ops.wm.open_mainfile(filepath=base_blend)
+    else:
+        bpy.ops.wm.read_homefile(use_empty=True)
+
+
+def _transcript_for(audio: str) -> str | None:
+    """A transcript next to the audio (NAME.transcript.txt) is used for forced alignment when present."""
+    txt = os.path.splitext(audio)[0] + ".transcript.txt"
+    if os.path.isfile(txt):
+        text = Path(txt).read_text(encoding="utf-8", errors="replace").strip()
+        return text or None
+    return None

@@ -1,0 +1,494 @@
+"""The Cadence head rig in Blender: build it from a HeadModel, set identity and pose, find it again.
+
+Layout (see the rig contract): an armature object rotated (pi/2, 0, 0) so model +Y-up maps to
+Blender Z-up, bones at the model's rest joints with identity rest rotations, and the head mesh as
+its child with identity transform, so mesh-local coordinates are model coordinates. Shape keys
+carry identity, expression and pose correctives (driven by the bones' Euler rotations); an
+Armature modifier does the linear blend skinning. Evaluated vertices then equal
+HeadModel.forward() to float32 precision.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import bpy
+import numpy as np
+
+from ..inference.head_model import JOINT_NAMES, HeadModel, rodrigues
+
+log = logging.getLogger(__name__)
+
+RIG_VERSION = 1
+SLIDER_RANGE = 10.0  # FLAME coefficients exceed [0, 1]; Blender's hard limit for sliders is +-10.
+
+# (R - I)[a, b] for Blender's Euler XYZ (R = Rz @ Ry @ Rx) as simple driver expressions: only
+# arithmetic and sin/cos, so Blender's fast evaluator runs them without Python (render, background).
+_CORRECTIVE_EXPR = {
+    (0, 0): "cos(y)*cos(z) - 1",
+    (0, 1): "sin(x)*sin(y)*cos(z) - cos(x)*sin(z)",
+    (0, 2): "cos(x)*sin(y)*cos(z) + sin(x)*sin(z)",
+    (1, 0): "cos(y)*sin(z)",
+    (1, 1): "sin(x)*sin(y)*sin(z) + cos(x)*cos(z) - 1",
+    (1, 2): "cos(x)*sin(y)*sin(z) - sin(x)*cos(z)",
+    (2, 0): "-sin(y)",
+    (2, 1): "sin(x)*cos(y)",
+    (2, 2): "cos(x)*cos(y) - 1",
+}
+
+
+class RigError(RuntimeError):
+    """The object is not a Cadence rig, or the rig is incomplete (e.g. its head mesh was deleted)."""
+
+
+# ------------------------------------------------------------------------------ rotation maths
+def matrix_to_euler_xyz(rot: np.ndarray) -> np.ndarray:
+    """Rotation matrices (..., 3, 3) -> Blender Euler XYZ angles (..., 3) (principal solution)."""
+    rot = np.asarray(rot, dtype=np.float64)
+    cy = np.hypot(rot[..., 0, 0], rot[..., 1, 0])
+    y = np.arctan2(-rot[..., 2, 0], cy)
+    regular = cy > 1e-9
+    x = np.where(regular, np.arctan2(rot[..., 2, 1], rot[..., 2, 2]), 0.0)
+    z = np.where(regular, np.arctan2(rot[..., 1, 0], rot[..., 0, 0]), 0.0)
+    # Gimbal lock (|y| = pi/2): only x -/+ z is defined; put it all on x.
+    sy = np.sign(-rot[..., 2, 0])
+    x = np.where(regular, x, np.arctan2(sy * rot[..., 0, 1], rot[..., 1, 1]))
+    return np.stack([x, y, z], axis=-1)
+
+
+def euler_xyz_to_matrix(eul: np.ndarray) -> np.ndarray:
+    """Blender Euler XYZ angles (..., 3) -> rotation matrices (..., 3, 3), R = Rz @ Ry @ Rx."""
+    eul = np.asarray(eul, dtype=np.float64)
+    sx, sy, sz = np.sin(eul[..., 0]), np.sin(eul[..., 1]), np.sin(eul[..., 2])
+    cx, cy, cz = np.cos(eul[..., 0]), np.cos(eul[..., 1]), np.cos(eul[..., 2])
+    rows = [
+        cy * cz, sx * sy * cz - cx * sz, cx * sy * cz + sx * sz,
+        cy * sz, sx * sy * sz + cx * cz, cx * sy * sz - sx * cz,
+        -sy, sx * cy, cx * cy,
+    ]
+    return np.stack(rows, axis=-1).reshape(eul.shape[:-1] + (3, 3))
+
+
+def euler_compatible(eul: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """The Euler XYZ triple equivalent to ``eul`` (same rotation) closest to ``ref``, elementwise.
+
+    Considers both solutions (x, y, z) and (x + pi, pi - y, z + pi), each unwrapped by 2 pi.
+    """
+    eul = np.asarray(eul, dtype=np.float64)
+    ref = np.asarray(ref, dtype=np.float64)
+    alt = np.stack([eul[..., 0] + np.pi, np.pi - eul[..., 1], eul[..., 2] + np.pi], axis=-1)
+
+    def unwrap(e: np.ndarray) -> np.ndarray:
+        return e - 2 * np.pi * np.round((e - ref) / (2 * np.pi))
+
+    a, b = unwrap(eul), unwrap(alt)
+    use_b = np.abs(b - ref).sum(-1) < np.abs(a - ref).sum(-1) - 1e-12
+    return np.where(use_b[..., None], b, a)
+
+
+def axis_angle_to_euler_xyz(aa: np.ndarray, continuous: bool = False) -> np.ndarray:
+    """Axis-angle (..., 3) -> Blender Euler XYZ (..., 3), vectorised.
+
+    With ``continuous`` the first axis is time: each sample takes the equivalent Euler triple
+    nearest to the previous one, so F-curves have no 2 pi jumps or flips (for keyframe writing).
+    """
+    eul = matrix_to_euler_xyz(rodrigues(np.asarray(aa, dtype=np.float64)))
+    if continuous and eul.ndim >= 2 and eul.shape[0] > 1:
+        for t in range(1, eul.shape[0]):
+            eul[t] = euler_compatible(eul[t], eul[t - 1])
+    return eul
+
+
+# ---------------------------------------------------------------------------------- building
+def _model_file(model: HeadModel, context: bpy.types.Context, content_hash: str = "") -> str:
+    """Cache the model as heads/<hash>.npz (once) so the worker can reload the exact head."""
+    from ..panels.preferences import cache_dir
+
+    try:
+        folder = os.path.join(cache_dir(context), "heads")
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.join(folder, f"{content_hash or model.content_hash()}.npz")
+        if not os.path.isfile(path):
+            tmp = f"{path}.{os.getpid()}.tmp"
+            model.save(tmp)
+            os.replace(tmp, path)  # atomic: a half-written head is never picked up
+        return path
+    except OSError as exc:
+        log.warning("Cadence: could not cache head model: %s", exc)
+        return ""
+
+
+def _bone_length(model: HeadModel) -> float:
+    extent = float(np.ptp(model.v_template, axis=0).max())
+    return max(0.1 * extent, 1e-3)
+
+
+def _build_mesh(model: HeadModel, name: str) -> bpy.types.Mesh:
+    V, F = model.n_vertices, len(model.faces)
+    mesh = bpy.data.meshes.new(name)
+    mesh.vertices.add(V)
+    mesh.vertices.foreach_set("co", model.v_template.astype(np.float32).ravel())
+    mesh.loops.add(3 * F)
+    mesh.loops.foreach_set("vertex_index", model.faces.astype(np.int32).ravel())
+    mesh.polygons.add(F)
+    mesh.polygons.foreach_set("loop_start", np.arange(0, 3 * F, 3, dtype=np.int32))
+    if model.uv is not None and F:
+        uv_layer = mesh.uv_layers.new(name="UVMap")
+        uv_layer.data.foreach_set("uv", model.uv.astype(np.float32).ravel())
+    mesh.polygons.foreach_set("use_smooth", np.ones(F, dtype=bool))
+    mesh.update(calc_edges=True)
+    mesh.validate(verbose=False)  # drops degenerate faces only; vertex order is untouched
+    return mesh
+
+
+def _add_shape_keys(obj: bpy.types.Object, model: HeadModel) -> None:
+    obj.shape_key_add(name="Basis", from_mix=False)
+    obj.data.shape_keys.use_relative = True
+    base = model.v_template
+    blocks = [(n, model.shapedirs[:, :, k]) for k, n in enumerate(model.shape_names)]
+    blocks += [(n, model.exprdirs[:, :, k]) for k, n in enumerate(model.expr_names)]
+    if np.any(model.posedirs):
+        for j in range(1, model.n_joints):
+            for a in range(3):
+                for b in range(3):
+                    k = 9 * (j - 1) + 3 * a + b
+                    blocks.append((f"pose_{JOINT_NAMES[j]}_{a}{b}", model.posedirs[:, :, k]))
+    for name, direction in blocks:
+        kb = obj.shape_key_add(name=name, from_mix=False)
+        kb.data.foreach_set("co", (base + direction).astype(np.float32).ravel())
+        kb.slider_min, kb.slider_max = -SLIDER_RANGE, SLIDER_RANGE
+        kb.value = 0.0
+
+
+def _add_vertex_groups(obj: bpy.types.Object, model: HeadModel) -> None:
+    # One add() per distinct weight per joint: skinned heads repeat weights (0/1 plateaus) a lot.
+    for j, joint in enumerate(model.joint_names):
+        group = obj.vertex_groups.new(name=joint)
+        w = model.weights[:, j]
+        idx = np.flatnonzero(w > 0)
+        if not idx.size:
+            continue
+        values, inverse = np.unique(w[idx].astype(np.float32), return_inverse=True)
+        order = np.argsort(inverse, kind="stable")
+        bounds = np.searchsorted(inverse[order], np.arange(len(values) + 1))
+        sorted_idx = idx[order]
+        for u, value in enumerate(values.tolist()):
+            group.add(sorted_idx[bounds[u]:bounds[u + 1]].tolist(), value, "REPLACE")
+
+
+def _add_corrective_drivers(mesh_obj: bpy.types.Object, rig: bpy.types.Object) -> None:
+    blocks = mesh_obj.data.shape_keys.key_blocks
+    for joint in JOINT_NAMES[1:]:
+        for (a, b), expr in _CORRECTIVE_EXPR.items():
+            kb = blocks.get(f"pose_{joint}_{a}{b}")
+            if kb is None:
+                continue
+            fcurve = kb.driver_add("value")
+            for mod in list(fcurve.modifiers):  # keep the driver output exact (value = expression)
+                fcurve.modifiers.remove(mod)
+            drv = fcurve.driver
+            drv.type = "SCRIPTED"
+            for i, axis in enumerate("xyz"):
+                if axis not in expr:
+                    continue
+                var = drv.variables.new()
+                var.name, var.type = axis, "SINGLE_PROP"
+                var.targets[0].id_type = "OBJECT"
+                var.targets[0].id = rig
+                var.targets[0].data_path = f'pose.bones["{joint}"].rotation_euler[{i}]'
+            drv.expression = expr
+
+
+def _build_bones(rig: bpy.types.Object, model: HeadModel, joints: np.ndarray, context: bpy.types.Context) -> None:
+    length = _bone_length(model)
+    with _edit_mode(rig, context):
+        edit_bones = rig.data.edit_bones
+        made = []
+        for j, name in enumerate(model.joint_names):
+            eb = edit_bones.new(name)
+            eb.head = joints[j]
+            eb.tail = joints[j] + np.array([0.0, length, 0.0])
+            eb.roll = 0.0
+            eb.use_connect = False
+            eb.use_deform = True
+            if model.parents[j] >= 0:
+                eb.parent = made[model.parents[j]]
+            made.append(eb)
+    for pb in rig.pose.bones:
+        pb.rotation_mode = "XYZ"
+
+
+def build_rig(
+    model: HeadModel, context: bpy.types.Context, name: str | None = None, model_file: str = ""
+) -> bpy.types.Object:
+    """Build the rig for ``model`` in the active collection; return the armature (selected, active).
+
+    ``model_file``: a cached `.npz` of this exact model; empty = cache it now under heads/<hash>.npz.
+    On failure nothing is left behind.
+    """
+    name = name or model.name or "Cadence Head"
+    created: list = []
+    if context.mode != "OBJECT" and context.view_layer.objects.active is not None:
+        bpy.ops.object.mode_set(mode="OBJECT")
+    try:
+        arm = bpy.data.armatures.new(name)
+        created.append(arm)
+        arm.display_type = "STICK"
+        rig = bpy.data.objects.new(name, arm)
+        created.append(rig)
+        collection = _target_collection(context)
+        collection.objects.link(rig)
+        rig.rotation_mode = "XYZ"
+        rig.rotation_euler = (np.pi / 2, 0.0, 0.0)
+        rig.show_in_front = True
+
+        mesh = _build_mesh(model, f"{name} Mesh")
+        created.append(mesh)
+        head = bpy.data.objects.new(f"{name} Mesh", mesh)
+        created.append(head)
+        collection.objects.link(head)
+        head.parent = rig
+        head.parent_type = "OBJECT"
+        head.matrix_parent_inverse.identity()
+
+        _build_bones(rig, model, model.rest_joints(), context)
+        _add_shape_keys(head, model)
+        _add_vertex_groups(head, model)
+        mod = head.modifiers.new("Armature", "ARMATURE")
+        mod.object = rig
+        mod.use_vertex_groups = True
+        mod.use_bone_envelopes = False
+        mod.use_deform_preserve_volume = False
+        mod.use_multi_modifier = False
+        if head.data.shape_keys.key_blocks.find(f"pose_{JOINT_NAMES[1]}_00") >= 0:
+            _add_corrective_drivers(head, rig)
+
+        jsd = np.einsum("jv,vce->jce", model.j_regressor, model.shapedirs)
+        content_hash = model.content_hash()
+        rig["cadence"] = {
+            "version": RIG_VERSION,
+            "model_name": model.name,
+            "model_source": model.source,
+            "model_hash": content_hash,
+            "model_file": model_file or _model_file(model, context, content_hash),
+            "expr_names": list(model.expr_names),
+            "shape_names": list(model.shape_names),
+            "joint_names": list(model.joint_names),
+            "joint_expr_dirs": model.joint_expr_dirs().ravel().tolist(),
+            # Rest joints = joint_rest + joint_shape_dirs @ shape: apply_identity needs no model file.
+            "joint_rest": model.rest_joints().ravel().tolist(),
+            "joint_shape_dirs": jsd.ravel().tolist(),
+            "shape": [0.0] * model.n_shape,
+            "mesh": head.name,
+        }
+        for ob in context.view_layer.objects:
+            ob.select_set(False)
+        rig.select_set(True)
+        context.view_layer.objects.active = rig
+        return rig
+    except Exception:
+        _remove(created)
+        raise
+
+
+def _target_collection(context: bpy.types.Context) -> bpy.types.Collection:
+    """The active collection, unless it is excluded from the view layer (then the scene's own)."""
+    collection = context.collection or context.scene.collection
+
+    def excluded(layer_coll, parent_excluded: bool) -> bool | None:  # None: not in this view layer
+        here = parent_excluded or layer_coll.exclude
+        if layer_coll.collection == collection:
+            return here
+        for child in layer_coll.children:
+            found = excluded(child, here)
+            if found is not None:
+                return found
+        return None
+
+    if excluded(context.view_layer.layer_collection, False) in (None, True):
+        return context.scene.collection
+    return collection
+
+
+def _remove(ids: list) -> None:
+    for idb in reversed(ids):
+        try:
+            collection = {
+                bpy.types.Object: bpy.data.objects, bpy.types.Mesh: bpy.data.meshes,
+                bpy.types.Armature: bpy.data.armatures,
+            }[type(idb)]
+            collection.remove(idb)
+        except (ReferenceError, KeyError, RuntimeError):
+            pass
+
+
+class _edit_mode:
+    """Enter edit mode on ``rig`` and put back the previous active object, selection and mode."""
+
+    def __init__(self, rig: bpy.types.Object, context: bpy.types.Context):
+        self.rig, self.context = rig, context
+
+    def __enter__(self):
+        vl = self.context.view_layer
+        self.prev_active = vl.objects.active
+        self.prev_mode = self.prev_active.mode if self.prev_active else "OBJECT"
+        self.prev_selected = [ob for ob in vl.objects if ob.select_get()]
+        self.prev_hidden = self.rig.hide_get()
+        self.prev_hide_viewport = self.rig.hide_viewport
+        if self.prev_active is not None and self.prev_mode != "OBJECT":
+            bpy.ops.object.mode_set(mode="OBJECT")
+        self.rig.hide_set(False)
+        self.rig.hide_viewport = False
+        vl.objects.active = self.rig
+        bpy.ops.object.mode_set(mode="EDIT")
+        return self
+
+    def __exit__(self, *exc):
+        vl = self.context.view_layer
+        bpy.ops.object.mode_set(mode="OBJECT")
+        self.rig.hide_viewport = self.prev_hide_viewport
+        self.rig.hide_set(self.prev_hidden)
+        for ob in vl.objects:
+            ob.select_set(ob in self.prev_selected)
+        vl.objects.active = self.prev_active
+        if self.prev_active is not None and self.prev_mode != "OBJECT":
+            try:
+                bpy.ops.object.mode_set(mode=self.prev_mode)
+            except RuntimeError:
+                pass  # e.g. the previous object can no longer enter that mode
+        return False
+
+
+# ------------------------------------------------------------------------------ finding rigs
+def find_rig(obj: bpy.types.Object | None) -> bpy.types.Object | None:
+    """The Cadence rig (armature) of ``obj``: the armature itself, or the head mesh parented to it."""
+    if obj is None:
+        return None
+    if obj.type == "ARMATURE" and "cadence" in obj:
+        return obj
+    parent = obj.parent
+    if obj.type == "MESH" and parent is not None and parent.type == "ARMATURE" and "cadence" in parent:
+        return parent
+    return None
+
+
+def rig_mesh(rig: bpy.types.Object) -> bpy.types.Object:
+    """The rig's head mesh object (found by the recorded name, else by its Armature modifier)."""
+    meta = _meta(rig)
+    children = [c for c in rig.children if c.type == "MESH"]
+    for child in children:
+        if child.name == meta.get("mesh"):
+            return child
+    for child in children:
+        if any(m.type == "ARMATURE" and m.object == rig for m in child.modifiers):
+            return child
+    raise RigError(f"the Cadence rig {rig.name!r} has no head mesh (was it deleted or unparented?)")
+
+
+def rig_model_info(rig: bpy.types.Object) -> dict:
+    """The rig's metadata as plain Python; ``joint_expr_dirs`` as an array (J, 3, E)."""
+    info = {k: (v.to_dict() if hasattr(v, "to_dict") else v.to_list() if hasattr(v, "to_list") else v)
+            for k, v in _meta(rig).items()}
+    for key in ("expr_names", "shape_names", "joint_names"):
+        info[key] = [str(n) for n in info.get(key, [])]
+    J, E = len(info["joint_names"]), len(info["expr_names"])
+    info["joint_expr_dirs"] = np.asarray(info.get("joint_expr_dirs", []), dtype=np.float64).reshape(J, 3, E)
+    info["shape"] = [float(s) for s in info.get("shape", [])]
+    return info
+
+
+def _meta(rig: bpy.types.Object):
+    if rig is None or "cadence" not in rig:
+        raise RigError(f"{getattr(rig, 'name', rig)!r} is not a Cadence rig")
+    return rig["cadence"]
+
+
+# ---------------------------------------------------------------------------- identity / pose
+def apply_identity(rig: bpy.types.Object, shape: np.ndarray) -> None:
+    """Set the identity: shape-key values and the rest joints (bone heads) of ``shape``."""
+    meta = _meta(rig)
+    names = [str(n) for n in meta["shape_names"]]
+    shape = np.asarray(shape, dtype=np.float64).reshape(-1)
+    if shape.size > len(names):
+        raise ValueError(f"{shape.size} identity coefficients given, the head has {len(names)}")
+    _check_range(shape, "identity")
+    shape = np.concatenate([shape, np.zeros(len(names) - shape.size)])
+    J = len(meta["joint_names"])
+    rest = np.asarray(meta["joint_rest"], dtype=np.float64).reshape(J, 3)
+    jsd = np.asarray(meta["joint_shape_dirs"], dtype=np.float64).reshape(J, 3, len(names))
+    joints = rest + jsd @ shape
+    blocks = rig_mesh(rig).data.shape_keys.key_blocks
+    for name, value in zip(names, shape.tolist()):
+        blocks[name].value = value
+    with _edit_mode(rig, bpy.context):
+        for j, name in enumerate(meta["joint_names"]):
+            eb = rig.data.edit_bones[name]
+            offset = eb.tail - eb.head
+            eb.head = joints[j]
+            eb.tail = joints[j] + np.asarray(offset)
+    meta["shape"] = shape.tolist()
+
+
+def set_pose(
+    rig: bpy.types.Object,
+    expression: np.ndarray | None = None,
+    pose: np.ndarray | None = None,
+    translation: np.ndarray | None = None,
+) -> None:
+    """Pose the rig for the current frame (None = keep that part as it is).
+
+    ``expression`` (E,), ``pose`` (J, 3) axis-angle local to the parent joint, ``translation`` (3,)
+    in model units. Bone locations get the contract's compensation for expression-driven joints.
+    """
+    info = rig_model_info(rig)
+    names, jed = info["expr_names"], info["joint_expr_dirs"]
+    J, E = len(info["joint_names"]), len(names)
+    bones = [rig.pose.bones[n] for n in info["joint_names"]]
+    blocks = rig_mesh(rig).data.shape_keys.key_blocks
+
+    cur_expr = np.array([blocks[n].value for n in names], dtype=np.float64)
+    cur_rot = euler_xyz_to_matrix(np.array([tuple(pb.rotation_euler) for pb in bones]))
+    if translation is None:  # recover the current translation from the root bone's location
+        d0 = jed[0] @ cur_expr
+        translation = np.array(bones[0].location) - (np.eye(3) - cur_rot[0]) @ d0
+
+    if expression is not None:
+        expression = np.asarray(expression, dtype=np.float64).reshape(-1)
+        if expression.size > E:
+            raise ValueError(f"{expression.size} expression coefficients given, the head has {E}")
+        _check_range(expression, "expression")
+        cur_expr = np.concatenate([expression, np.zeros(E - expression.size)])
+        for n, value in zip(names, cur_expr.tolist()):
+            blocks[n].value = value
+    if pose is not None:
+        pose = np.asarray(pose, dtype=np.float64).reshape(J, 3)
+        current = np.array([tuple(pb.rotation_euler) for pb in bones])
+        eul = euler_compatible(axis_angle_to_euler_xyz(pose), current)
+        for pb, e in zip(bones, eul):
+            pb.rotation_euler = e.tolist()
+        cur_rot = euler_xyz_to_matrix(eul)
+    locs = bone_locations(jed, cur_expr, cur_rot, np.asarray(translation, dtype=np.float64).reshape(3))
+    for pb, loc in zip(bones, locs):
+        pb.location = loc.tolist()
+
+
+def _check_range(coeffs: np.ndarray, what: str) -> None:
+    # Shape-key values are clamped to the slider range: refuse rather than silently clip.
+    if not np.all(np.isfinite(coeffs)):
+        raise ValueError(f"{what} coefficients must be finite numbers")
+    if coeffs.size and np.abs(coeffs).max() > SLIDER_RANGE:
+        raise ValueError(f"{what} coefficients must lie within +-{SLIDER_RANGE:g} (the shape-key slider range)")
+
+
+def bone_locations(joint_expr_dirs: np.ndarray, expression: np.ndarray, rotations: np.ndarray,
+                   translation: np.ndarray) -> np.ndarray:
+    """Pose-bone locations (..., J, 3) that keep the rig exact: (I - R_j) d_j, plus t on the root.
+
+    Broadcasts over leading (time) axes: expression (..., E), rotations (..., J, 3, 3),
+    translation (..., 3); d_j = joint_expr_dirs[j] @ expression.
+    """
+    d = np.einsum("jce,...e->...jc", joint_expr_dirs, expression)
+    locs = d - np.einsum("...jab,...jb->...ja", rotations, d)
+    locs[..., 0, :] += translation
+    return locs

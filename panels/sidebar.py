@@ -1,0 +1,70 @@
+"""The 3D view's "Cadence" sidebar tab: add a head, generate from audio, progress and errors."""
+
+import bpy
+
+from ..operators import rig as rig_mod
+
+
+class CADENCE_PT_main(bpy.types.Panel):
+    bl_idname = "CADENCE_PT_main"
+    bl_label = "Cadence"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "Cadence"
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout = self.layout
+        settings = context.scene.cadence
+        col = layout.column(align=True)
+        col.operator("cadence.add_head", text="Add Default Head", icon="USER").filepath = ""
+        col.operator("cadence.add_head", text="Add Head from FLAME File…", icon="FILEBROWSER").use_file = True
+
+        rig = rig_mod.find_rig(context.active_object)
+        box = layout.box()
+        if rig is None:
+            box.label(text="Select a Cadence head to animate it", icon="INFO")
+        else:
+            box.label(text=f"Head: {rig.name}", icon="ARMATURE_DATA")
+        box.prop(settings, "audio_path")
+        box.prop(settings, "transcript")
+        row = box.row(align=True)
+        row.prop(settings, "lip_strength")
+        row.prop(settings, "motion_amplitude")
+        row = box.row(align=True)
+        row.prop(settings, "motion_speed")
+        row.prop(settings, "seed")
+        box.prop(settings, "use_current_frame")
+        box.prop(settings, "replace")
+        sub = box.row()
+        sub.enabled = rig is not None and not settings.running and bool(settings.audio_path)
+        op = sub.operator("cadence.generate", icon="PLAY_SOUND")
+        op.filepath = settings.audio_path
+        op.transcript = settings.transcript
+        op.seed = settings.seed
+        op.lip_strength = settings.lip_strength
+        op.motion_amplitude = settings.motion_amplitude
+        op.motion_speed = settings.motion_speed
+        op.frame_start = context.scene.frame_current if settings.use_current_frame else context.scene.frame_start
+        op.mode = "REPLACE" if settings.replace else "NEW"
+
+        if settings.running:
+            layout.progress(factor=settings.progress, type="BAR", text=settings.status or "Working…")
+            layout.label(text="Esc cancels", icon="CANCEL")
+        elif settings.status:
+            layout.label(text=settings.status, icon="CHECKMARK")
+        if settings.last_error:
+            err = layout.box()
+            err.alert = True
+            for i, line in enumerate(_wrap(settings.last_error, 48)):
+                err.label(text=line, icon="ERROR" if i == 0 else "BLANK1")
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    words, lines, line = text.split(), [], ""
+    for w in words:
+        if line and len(line) + 1 + len(w) > width:
+            lines.append(line)
+            line = w
+        else:
+            line = f"{line} {w}".strip()
+    return lines + ([line] if line else [])
