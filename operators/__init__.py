@@ -2,7 +2,7 @@
 
 import bpy
 
-from . import add_head, generate, worker_client, worker_ops
+from . import add_head, generate, setup_worker, worker_client, worker_ops
 from . import batch as batch  # scripting API: cadence.operators.batch.run_batch, …
 from . import preview as preview
 
@@ -10,6 +10,7 @@ classes: tuple = (
     add_head.CADENCE_OT_add_head,
     generate.CADENCE_OT_generate,
     worker_ops.CADENCE_OT_check_worker,
+    setup_worker.CADENCE_OT_setup_worker,
 )
 
 _register, _unregister = bpy.utils.register_classes_factory(classes)

@@ -34,6 +34,7 @@ def stage(scene: bpy.types.Scene, rig: bpy.types.Object, engine: str = "EEVEE", 
     """Frame the head from the front, light it, give it a skin material; returns the camera."""
     mesh = bpy.data.objects[rig["cadence"]["mesh"]]
     lo, hi = head_bounds(mesh)
+    lo.z = lo.z + 0.2 * (hi.z - lo.z)  # frame the head, not the neck stump
     center = (lo + hi) / 2
     height = hi.z - lo.z
 

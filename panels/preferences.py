@@ -36,6 +36,7 @@ class CADENCE_AddonPreferences(bpy.types.AddonPreferences):
         row = layout.row()
         row.label(text=worker_ops.status_text(), icon=_STATUS_ICONS[worker_ops.last_check["ok"]])
         row.operator("cadence.check_worker", icon="FILE_REFRESH")
+        row.operator("cadence.setup_worker", icon="IMPORT")
 
 
 def get_preferences(context: bpy.types.Context | None = None) -> CADENCE_AddonPreferences | None:

@@ -19,7 +19,7 @@ find_python() {
   return 1
 }
 
-stamp_of() { { cat "$req"; echo "${1:-}"; } | sha256sum | cut -c1-16; }
+stamp_of() { { cat "$req" "$root/inference/requirements.txt"; echo "${1:-}"; } | sha256sum | cut -c1-16; }
 
 if [ ! -x "$venv/bin/python" ] || [ "$(cat "$venv/.cadence-stamp" 2>/dev/null)" != "$(stamp_of)" ]; then
   py="$(find_python)" || {
