@@ -26,8 +26,10 @@ Handler = Callable[[dict, "JobContext"], dict]
 JOB_MODULES: dict[str, tuple[str, ...]] = {
     "inference.jobs_generate": ("generate",),
     "inference.jobs_track": ("track",),
-    "inference.jobs_train": ("train", "personalize"),
+    "inference.jobs_train": ("train",),
+    "inference.jobs_personalize": ("personalize",),
     "inference.jobs_refine": ("refine",),
+    "inference.jobs_landmarks": ("detect_landmarks",),
 }
 
 _REGISTRY: dict[str, Handler] = {}

@@ -2,7 +2,7 @@
 
 import bpy
 
-from . import add_head, generate, setup_worker, worker_client, worker_ops
+from . import add_head, generate, landmarks, setup_worker, worker_client, worker_ops
 from . import batch as batch  # scripting API: cadence.operators.batch.run_batch, …
 from . import preview as preview
 
@@ -10,6 +10,8 @@ classes: tuple = (
     add_head.CADENCE_OT_add_head,
     generate.CADENCE_OT_generate,
     worker_ops.CADENCE_OT_check_worker,
+    landmarks.CADENCE_OT_build_landmarks,
+    landmarks.CADENCE_OT_load_landmarks,
     setup_worker.CADENCE_OT_setup_worker,
 )
 

@@ -25,15 +25,8 @@ import numpy as np
 from ..inference.protocol import EYELID_COMPONENTS, GROUPS, Channels
 from . import fcurves as fc
 from . import key_reduction
-from .rig import (
-    RigError,
-    bone_locations,
-    euler_compatible,
-    euler_xyz_to_matrix,
-    matrix_to_euler_xyz,
-    rig_mesh,
-    rig_model_info,
-)
+from .rig import RigError, bone_locations, rig_mesh, rig_model_info
+from .rotations import euler_compatible, euler_xyz_to_matrix, matrix_to_euler_xyz
 
 MARKER = "cadence_take"
 FACE_GROUPS = frozenset({"expression", "eyelids"})

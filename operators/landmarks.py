@@ -1,0 +1,255 @@
+"""Landmark embedding (MediaPipe 478 points) for any FLAME-format head, built from a render or loaded.
+
+The default head has its embedding by construction. For any other head Cadence renders the neutral
+head (current identity, expression 0, rest pose) frontally in a temporary scene, has the worker
+detect MediaPipe landmarks on the render, casts a ray from the camera through each landmark's pixel
+onto the model's own triangles (model space) and stores triangle index + barycentric coordinates
+(the geometry is in landmark_render.py). The user's scene is never touched: everything rendered lives
+in a scene of its own that is removed, with all its data, afterwards. The result is a sibling of the
+rig's cached model, heads/<hash>_mp478.npz, recorded in rig["cadence"]["model_file"]; the model hash
+is unchanged (it ignores landmarks).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import bpy
+import numpy as np
+from mathutils.bvhtree import BVHTree
+
+from ..inference.head_model import HeadModel, HeadModelError
+from . import rig as rig_mod
+from . import worker_client
+from .landmark_render import (  # noqa: F401 - re-exported: the module's public geometry
+    N_MEDIAPIPE,
+    RENDER_SIZE,
+    SCHEME,
+    LandmarkError,
+    ViewCamera,
+    barycentric,
+    cast_view,
+    embed,
+    face_framing,
+    frame_camera,
+    render_view,
+)
+
+# Yaw of the detailed views (degrees); a landmark's final point is the mean of its points over the views.
+DEFAULT_VIEWS = (0.0,)
+FACE_FILL = 0.6  # the face's larger extent over the frame in the detailed pass
+
+
+# ---------------------------------------------------------------------------- rig plumbing
+
+
+def has_embedding(model: HeadModel) -> bool:
+    return model.lmk_faces is not None and model.lmk_scheme == SCHEME and len(model.lmk_faces) > 0
+
+
+def _rig_model(rig: bpy.types.Object) -> tuple[HeadModel, dict]:
+    info = rig_mod.rig_model_info(rig)
+    path = info.get("model_file", "")
+    if not path or not os.path.isfile(path):
+        raise LandmarkError("This rig's head model file is missing from Cadence's cache "
+                            f"({path or 'not recorded'}); add the head again with Cadence.")
+    try:
+        return HeadModel.load(path), info
+    except HeadModelError as exc:
+        raise LandmarkError(f"Could not read this rig's head model: {exc}") from exc
+
+
+def embedding_path(model: HeadModel, context: bpy.types.Context, model_hash: str = "") -> str:
+    """Where the landmark-embedded model is cached: heads/<hash>_mp478.npz."""
+    from ..panels.preferences import cache_dir
+
+    folder = os.path.join(cache_dir(context), "heads")
+    os.makedirs(folder, exist_ok=True)
+    return os.path.join(folder, f"{model_hash or model.content_hash()}_mp478.npz")
+
+
+def _store(rig: bpy.types.Object, model: HeadModel, context: bpy.types.Context, how: str) -> str:
+    """Save the embedded model next to the cached one and point the rig at it."""
+    meta = rig["cadence"]
+    model_hash = str(meta.get("model_hash", "")) or model.content_hash()
+    if model.content_hash() != model_hash:
+        raise LandmarkError("This rig's cached head model does not match the rig (hash changed); add the head again.")
+    model.meta = {**model.meta, "landmarks": how}
+    path = embedding_path(model, context, model_hash)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)  # atomic: the tracker never reads a half-written head
+    except OSError as exc:
+        raise LandmarkError(f"Could not write the landmark embedding to {path}: {exc}") from exc
+    meta["model_file"] = path
+    meta["landmarks"] = how
+    return path
+
+
+def detect_landmarks(context: bpy.types.Context, image: str, timeout: float = 180.0) -> np.ndarray:
+    """MediaPipe landmarks (478, 3) in pixels of ``image``, detected by the worker; raises LandmarkError."""
+    try:
+        data = worker_client.get_client(context).run_sync("detect_landmarks", {"image": image}, timeout=timeout)
+    except worker_client.WorkerError as exc:
+        raise LandmarkError(str(exc)) from exc
+    lmk = np.asarray(data.get("landmarks", []), dtype=np.float64)
+    if lmk.shape[:1] != (N_MEDIAPIPE,):
+        raise LandmarkError(f"the landmark detector returned {lmk.shape} points, not 478")
+    return lmk
+
+
+def build_from_render(rig: bpy.types.Object, context: bpy.types.Context, views=DEFAULT_VIEWS,
+                      size: int = RENDER_SIZE) -> str:
+    """Render the rig's neutral head, detect, ray-cast, store; returns the new model file.
+
+    Pass 1 renders the whole head to find the face; pass 2 renders the face filling most of the frame
+    (MediaPipe's landmark model sees a 192 px crop: a small face loses detail) from each view's yaw.
+    """
+    model, info = _rig_model(rig)
+    shape = np.asarray(info.get("shape", []), dtype=np.float64)
+    verts = model.shaped(shape=shape if shape.size else None)
+    bvh = BVHTree.FromPolygons(verts.tolist(), model.faces.tolist(), all_triangles=True)
+    found = []
+    with tempfile.TemporaryDirectory(prefix="cadence-lmk-") as tmp:
+        cam = frame_camera(verts, size=size)
+        lmk = detect_landmarks(context, render_view(verts, model.faces, cam, os.path.join(tmp, "head.png")))
+        centre, extent = face_framing(bvh, cam, lmk)
+        for yaw in views:
+            cam = frame_camera(verts, size=size, yaw_deg=yaw, centre=centre, extent=extent, fill=FACE_FILL)
+            image = render_view(verts, model.faces, cam, os.path.join(tmp, f"face_{yaw:+.0f}.png"))
+            try:
+                found.append((cam, detect_landmarks(context, image)))
+            except LandmarkError:
+                if yaw == 0.0:  # the frontal view is required; turned views only refine it
+                    raise
+    return _store(rig, embed(model, verts, found, bvh), context, "built from render")
+
+
+def load_from_file(rig: bpy.types.Object, context: bpy.types.Context, filepath: str) -> str:
+    """Load a MediaPipe embedding file (lmk_face_idx, lmk_b_coords, landmark_indices) for the rig's head."""
+    from ..inference import head_files
+
+    model, _info = _rig_model(rig)
+    path = bpy.path.abspath(filepath)
+    try:
+        embedded = head_files.load_landmark_embedding(path, model)
+    except HeadModelError as exc:
+        raise LandmarkError(f"Could not load landmarks: {exc}") from exc
+    if embedded.lmk_scheme != SCHEME:
+        raise LandmarkError(
+            f"{os.path.basename(path)!r} embeds {embedded.lmk_scheme} landmarks; Cadence's tracker needs the "
+            "MediaPipe embedding (lmk_face_idx, lmk_b_coords and landmark_indices, e.g. "
+            "mediapipe_landmark_embedding.npz), or use Build Landmarks.")
+    ids = embedded.lmk_ids
+    if len(ids) == 0 or ids.min() < 0 or ids.max() >= N_MEDIAPIPE or len(np.unique(ids)) != len(ids):
+        raise LandmarkError(f"{os.path.basename(path)!r}: landmark_indices must be distinct MediaPipe ids 0..477")
+    if not np.allclose(embedded.lmk_bary.sum(1), 1.0, atol=1e-3) or embedded.lmk_bary.min() < -1e-3:
+        raise LandmarkError(f"{os.path.basename(path)!r}: barycentric coordinates must be >= 0 and sum to 1")
+    return _store(rig, embedded, context, f"loaded from {path}")
+
+
+def ensure_landmark_embedding(rig: bpy.types.Object, context: bpy.types.Context) -> str:
+    """Path of a HeadModel .npz for ``rig`` with a mediapipe478 embedding, building one if there is none."""
+    if rig_mod.find_rig(rig) is not rig:
+        raise LandmarkError(f"{getattr(rig, 'name', rig)!r} is not a Cadence rig")
+    model, _info = _rig_model(rig)
+    meta = rig["cadence"]
+    if has_embedding(model):
+        if "landmarks" not in meta:
+            meta["landmarks"] = "by construction" if "landmarks_from" not in model.meta else "loaded"
+        return str(meta["model_file"])
+    sibling = embedding_path(model, context, str(meta.get("model_hash", "")))
+    if os.path.isfile(sibling):  # built before for this model (e.g. for another rig of the same head)
+        try:
+            cached = HeadModel.load(sibling)
+        except HeadModelError:
+            cached = None
+        if cached is not None and has_embedding(cached) and cached.content_hash() == model.content_hash():
+            meta["model_file"] = sibling
+            meta["landmarks"] = str(cached.meta.get("landmarks", "built from render"))
+            return sibling
+    return build_from_render(rig, context)
+
+
+# ------------------------------------------------------------------------------ operators
+
+
+def _fail(op: bpy.types.Operator, context: bpy.types.Context, message: str, level: str) -> set[str]:
+    settings = getattr(context.scene, "cadence", None)
+    if settings is not None:
+        settings.last_error = message
+    op.report({level}, message)
+    return {"CANCELLED"}
+
+
+class CADENCE_OT_build_landmarks(bpy.types.Operator):
+    """Find where MediaPipe's face landmarks sit on this head: render it, detect landmarks, ray-cast them"""
+
+    bl_idname = "cadence.build_landmarks"
+    bl_label = "Build Landmarks"
+    bl_options = {"REGISTER", "UNDO"}
+
+    turned_views: bpy.props.BoolProperty(
+        name="Turned Views", default=False,
+        description="Also render the head turned ±20° and average (slower, can be steadier on unusual heads)",
+    )
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return rig_mod.find_rig(context.active_object) is not None
+
+    def invoke(self, context: bpy.types.Context, event) -> set[str]:
+        return self._run(context, "WARNING" if bpy.app.background else "ERROR")
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        # Scripts: an ERROR report would raise in the caller; the message is in scene.cadence.last_error.
+        return self._run(context, "WARNING")
+
+    def _run(self, context: bpy.types.Context, level: str) -> set[str]:
+        rig = rig_mod.find_rig(context.active_object)
+        views = (0.0, -20.0, 20.0) if self.turned_views else DEFAULT_VIEWS
+        try:
+            path = build_from_render(rig, context, views=views)
+        except (LandmarkError, rig_mod.RigError) as exc:
+            return _fail(self, context, str(exc), level)
+        n = len(HeadModel.load(path).lmk_ids)
+        self.report({"INFO"}, f"Built {n} MediaPipe landmarks on {rig.name!r}")
+        return {"FINISHED"}
+
+
+class CADENCE_OT_load_landmarks(bpy.types.Operator):
+    """Load a landmark embedding file for this head (MediaPipe: lmk_face_idx, lmk_b_coords, landmark_indices)"""
+
+    bl_idname = "cadence.load_landmarks"
+    bl_label = "Load Landmarks"
+    bl_options = {"REGISTER", "UNDO"}
+
+    filepath: bpy.props.StringProperty(name="Embedding File", subtype="FILE_PATH", options={"SKIP_SAVE"})
+    filter_glob: bpy.props.StringProperty(default="*.npy;*.npz;*.pkl", options={"HIDDEN"})
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return rig_mod.find_rig(context.active_object) is not None
+
+    def invoke(self, context: bpy.types.Context, event) -> set[str]:
+        if not self.filepath:
+            context.window_manager.fileselect_add(self)
+            return {"RUNNING_MODAL"}
+        return self.execute(context)
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        rig = rig_mod.find_rig(context.active_object)
+        if not self.filepath:
+            return _fail(self, context, "Choose a landmark embedding file (.npz, .npy or .pkl)", "WARNING")
+        try:
+            path = load_from_file(rig, context, self.filepath)
+        except (LandmarkError, rig_mod.RigError) as exc:
+            return _fail(self, context, str(exc), "WARNING")
+        n = len(HeadModel.load(path).lmk_ids)
+        self.report({"INFO"}, f"Loaded {n} MediaPipe landmarks for {rig.name!r}")
+        return {"FINISHED"}
+
+
+classes = (CADENCE_OT_build_landmarks, CADENCE_OT_load_landmarks)
