@@ -26,7 +26,7 @@ EXT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the ext
 LOG_TAIL_LINES = 50
 CANCEL_GRACE_S = 5.0  # a cancelled job that has not stopped by then gets its worker killed
 MAX_EVENTS = 2000  # beyond this, unpolled progress/log events are dropped (results and errors never)
-SETUP_HINT = "press Set up worker in Preferences > Add-ons > Cadence, or set Worker Python there"
+SETUP_HINT = "press Set up Worker in Cadence's preferences (Get Extensions > Cadence), or set Worker Python there"
 
 
 class WorkerError(RuntimeError):
@@ -143,7 +143,7 @@ class WorkerClient:
             raise WorkerVersionError(
                 f"The Cadence worker at {python} is version {info.get('cadence')} (protocol {info.get('protocol')}), "
                 f"this extension is {protocol.CADENCE_VERSION} (protocol {protocol.PROTOCOL_VERSION}): "
-                "press Set up worker in Cadence's preferences, or restart Blender.",
+                "press Set up Worker in Cadence's preferences, or restart Blender.",
                 code="version",
             )
         return info

@@ -69,7 +69,7 @@ def test_missing_python_is_a_clear_error(wc, cadence, tmp_path):
 
     prefs = bpy.context.preferences.addons[cadence.__name__].preferences
     prefs.worker_python = str(tmp_path / "nope" / "python")
-    with pytest.raises(wc.WorkerError, match="does not exist.*Set up worker") as info:
+    with pytest.raises(wc.WorkerError, match="does not exist.*Set up Worker") as info:
         wc.get_client()
     assert info.value.code == "missing" and wc.current_client() is None
     with pytest.raises(wc.WorkerError, match="Cannot run the Cadence worker Python"):
@@ -91,7 +91,7 @@ def test_worker_of_another_version_is_refused(wc, tmp_path):
         client.start(fake, str(tmp_path))
     msg = str(info.value)
     assert f"worker at {fake} is version 0.0.9" in msg and "this extension is 0.1.0" in msg
-    assert "Set up worker" in msg and not client.is_alive()
+    assert "Set up Worker" in msg and not client.is_alive()
 
 
 def test_program_that_is_not_a_worker_is_refused(wc, tmp_path):
