@@ -14,13 +14,27 @@ from .phonemes import PhoneSeg
 from .visemes import VisemeSet
 
 MIN_PHONES_PER_SPEECH_S = 2.0  # fewer than this (real speech has ~10/s) means recognition failed
+# Loudness dips shorter than this (stop closures, weak /h/) are bridged before scaling articulation:
+# the tongue closes there, not the lips, so the mouth must not fall back to rest (closed) in them.
+BRIDGE_S = 0.13
+
+
+def bridge_dips(x: np.ndarray, width: int) -> np.ndarray:
+    """Morphological closing (running max, then running min) over ``width`` samples: fills dips
+    narrower than ``width`` and keeps the onsets and offsets of longer stretches where they are."""
+    if width < 2 or x.size == 0:
+        return x
+    h = width // 2
+    win = np.lib.stride_tricks.sliding_window_view
+    up = win(np.pad(x, h, mode="edge"), 2 * h + 1).max(axis=1)
+    return win(np.pad(up, h, mode="edge"), 2 * h + 1).min(axis=1)
 
 
 def gain_at(p: Prosody, times: np.ndarray, cutoff: float = 8.0) -> np.ndarray:
     """Articulation gain per frame from loudness: ~0 in silence, ~1 at typical speech level."""
     if p.n == 0:
         return np.zeros(times.size)
-    g = np.clip(_lowpass(loudness(p), cutoff), 0.0, 1.25) ** 0.6
+    g = np.clip(_lowpass(bridge_dips(loudness(p), int(BRIDGE_S * FEAT_RATE)), cutoff), 0.0, 1.25) ** 0.6
     centres = (np.arange(p.n) + 0.5) / FEAT_RATE  # 10 ms frame k is centred at (k + 0.5) * 10 ms
     return np.interp(times, centres, g, left=0.0, right=0.0)
 

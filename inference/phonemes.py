@@ -100,6 +100,14 @@ def recognize(audio: np.ndarray, offset: float = 0.0) -> list[PhoneSeg]:
     return [PhoneSeg(p, offset + a * FRAME_S, offset + (b + 1) * FRAME_S) for p, a, b in segs]
 
 
+def recognize_with_closures(audio: np.ndarray, offset: float = 0.0) -> list[PhoneSeg]:
+    """Phone recognition plus the bilabial stops found acoustically (see ``closures.refine``):
+    recognition alone hears few /p b/, and lips that stay open on them look wrong."""
+    from . import closures  # closures imports PhoneSeg from here
+
+    return closures.refine(recognize(audio, offset), audio, offset)
+
+
 def transcript_words(text: str) -> list[str]:
     """Words of a transcript as the dictionary spells them (lower case, punctuation dropped)."""
     return [w for w in re.findall(r"[a-z0-9']+", text.lower().replace("’", "'")) if w.strip("'")]
@@ -213,7 +221,7 @@ class PhoneStream:
         while self._buf_len >= MAX_SEG_S * SR:
             audio = np.concatenate(self._buf)
             cut = find_cut(audio, MIN_SEG_S, MAX_SEG_S)
-            self.phones.extend(recognize(audio[:cut], self._offset))
+            self.phones.extend(recognize_with_closures(audio[:cut], self._offset))
             self._offset += cut / SR
             rest = audio[cut:]
             self._buf, self._buf_len = [rest], rest.size
@@ -229,14 +237,14 @@ class PhoneStream:
                     # the aligner stopped early: recognise what it left out
                     self.notes.append("alignment ended before the transcript did; the rest was recognised")
                     phones = [p for p in phones if p.end <= last + 1e-6]
-                    phones += recognize(audio[int((last - self._offset) * SR):], last)
+                    phones += recognize_with_closures(audio[int((last - self._offset) * SR):], last)
                 if oov:
                     self.notes.append("words not in the dictionary were skipped: " + ", ".join(sorted(set(oov))[:20]))
                 self.phones.extend(phones)
                 return self.phones
             except RecognitionError as exc:
                 self.notes.append(f"{exc}; phones recognised instead")
-        self.phones.extend(recognize(audio, self._offset))
+        self.phones.extend(recognize_with_closures(audio, self._offset))
         return self.phones
 
 

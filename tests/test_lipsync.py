@@ -141,41 +141,102 @@ def test_mouth_closed_in_silence(head, speech_fixtures, tmp_path):
 needs_espeak = pytest.mark.skipif(not espeak_speech.have_espeak(), reason="espeak-ng is not installed")
 
 
-def _bilabial_closure_rate(head, fps: float, transcript: bool, seed: int = 0, n: int = 12, tmp_path=None):
+def _utterance_with_stop_gaps(seq: list[str]) -> tuple[np.ndarray, list[tuple[str, float, float]]]:
+    """Like ``espeak_speech.utterance`` but every stop-initial syllable (t d k g too) gets its closure
+    gap: the silence alone must not read as a lip closure, only a labial release may."""
+    sr, gap = espeak_speech.SR, espeak_speech.STOP_CLOSURE_S
+    pieces, starts, t = [np.zeros(sr // 2, np.float32)], [], 0.5
+    for i, s in enumerate(seq):
+        piece = espeak_speech.syllable(s, pitch=45 + 7 * (i % 3))
+        t0 = t
+        if s[0] in "pbtdkg":
+            pieces.append(np.zeros(int(gap * sr), np.float32))
+            t += gap
+        env = np.convolve(np.abs(piece), np.ones(160) / 160, mode="same")
+        starts.append((s, t0, t + int(np.argmax(env > 0.3 * env.max())) / sr))
+        pieces.append(piece)
+        t += piece.size / sr
+    x = np.concatenate(pieces + [np.zeros(sr // 2, np.float32)])
+    return (0.5 * x / np.abs(x).max()).astype(np.float32), starts
+
+
+def _bilabial_closure_rate(head, fps: float, transcript: bool, seed: int = 0, n: int = 12, tmp_path=None,
+                           all_stop_gaps: bool = False):
+    """(closure rate on bilabial onsets, open rate after other onsets, false-closure rate on other
+    onsets (the first syllable, which starts from rest, excluded), channels)."""
     seq = espeak_speech.bilabial_sequence(n, seed=seed)
-    x, starts = espeak_speech.utterance(seq)
+    x, starts = _utterance_with_stop_gaps(seq) if all_stop_gaps else espeak_speech.utterance(seq)
     path = tmp_path / f"syll_{seed}.wav"
     sf.write(path, x, espeak_speech.SR)
     ch = animate.animate_audio(str(path), head, fps, transcript=" ".join(seq) if transcript else None)
     opening, _ = _opening(head, ch)
     closed = opening < 0.02
-    hits, opened = [], []
-    for syl, t0, t1 in starts:
+    hits, opened, false = [], [], []
+    for i, (syl, t0, t1) in enumerate(starts):
         lo, hi = int(np.floor(t0 * fps)) - 1, int(np.ceil(t1 * fps)) + 1
         if syl in espeak_speech.BILABIAL_SYLLABLES:
             hits.append(bool(closed[max(lo, 0) : hi + 1].any()))
         else:
             opened.append(bool((opening[max(lo, 0) : int((t1 + 0.12) * fps) + 2] > 0.05).any()))
-    return float(np.mean(hits)), float(np.mean(opened)), ch
+            if i > 0:
+                false.append(bool(closed[int(np.floor(t0 * fps)) : int(np.ceil(t1 * fps)) + 1].any()))
+    return float(np.mean(hits)), float(np.mean(opened)), float(np.mean(false)), ch
 
 
 @needs_espeak
 @pytest.mark.parametrize("fps", [24.0, 30.0])
 def test_bilabials_close_with_transcript(head, tmp_path, fps):
-    rate, open_rate, ch = _bilabial_closure_rate(head, fps, transcript=True, tmp_path=tmp_path)
+    rate, open_rate, _, ch = _bilabial_closure_rate(head, fps, transcript=True, tmp_path=tmp_path)
     assert ch.meta["aligned"] and ch.meta["engine"] == "pocketsphinx"
     assert rate >= 0.9, f"lips closed on {rate:.0%} of bilabials"
     assert open_rate >= 0.8, f"mouth opened on only {open_rate:.0%} of other syllables"
 
 
 @needs_espeak
-def test_bilabials_from_recognition_alone(head, tmp_path):
-    """Without a transcript the phone recogniser finds espeak's /m/ reliably but few of its /p b/
-    (measured ~35 %): a known limit of phone recognition on synthetic speech, recorded here."""
-    rate, open_rate, ch = _bilabial_closure_rate(head, 25.0, transcript=False, seed=1, tmp_path=tmp_path)
+@pytest.mark.parametrize("seed", [1, 2])
+def test_bilabials_from_recognition_alone(head, tmp_path, seed):
+    """Without a transcript the recogniser finds most /m/ but few /p b/ (~35 % closed on its own);
+    acoustic closure detection (inference/closures.py) adds the /p b/ whose release looks labial."""
+    rate, open_rate, false, ch = _bilabial_closure_rate(head, 25.0, transcript=False, seed=seed, tmp_path=tmp_path)
     assert ch.meta["engine"] == "pocketsphinx" and not ch.meta["aligned"]
-    assert rate >= 0.25, f"lips closed on {rate:.0%} of bilabials"
+    assert rate >= 0.85, f"lips closed on {rate:.0%} of bilabials"
+    assert open_rate >= 0.8, f"mouth opened on only {open_rate:.0%} of other syllables"
+    assert false <= 0.15, f"lips closed on {false:.0%} of syllables without a bilabial"
+
+
+@needs_espeak
+def test_no_lip_closure_for_lingual_stops(head, tmp_path):
+    """t d k g with the same silent closure gap as p b: the gap alone must not close the lips.
+    Pooled over three takes (measured over six: 94 % of bilabials closed, 14 % false closures, most
+    of them on the weak /h/ of "who", as before acoustic closure detection)."""
+    runs = [_bilabial_closure_rate(head, 25.0, transcript=False, seed=s, tmp_path=tmp_path, all_stop_gaps=True)
+            for s in (0, 1, 2)]
+    rate, open_rate, false = (float(np.mean([r[i] for r in runs])) for i in range(3))
+    assert rate >= 0.85, f"lips closed on {rate:.0%} of bilabials"
+    assert false <= 0.15, f"lips closed on {false:.0%} of syllables without a bilabial"
     assert open_rate >= 0.8
+
+
+def test_closure_refinement_keeps_recognised_phones():
+    from inference import closures
+
+    x = np.zeros(16_000, np.float32)
+    assert closures.refine([], x) == []  # recognition failed: nothing is invented
+    phones = [PhoneSeg("SIL", 0.0, 0.5), PhoneSeg("AA", 0.5, 1.0)]
+    assert closures.refine(phones, x) == phones  # silence has no closures
+    rng = np.random.default_rng(0)
+    t = np.arange(16_000) / 16_000
+    vowel = (np.sin(2 * np.pi * 120 * t) * (1 + 0.3 * rng.standard_normal(t.size))).astype(np.float32) * 0.3
+    gapped = vowel.copy()
+    gapped[8000:8960] = 0.0  # a 60 ms closure ...
+    gapped[8960:9120] += 0.05 * rng.standard_normal(160).astype(np.float32)  # ... and a weak low burst
+    found = closures.detect(gapped)
+    assert len(found) == 1 and 0.45 < found[0].start < 0.52 and abs(found[0].end - 0.56) < 0.02
+    ph = closures.refine([PhoneSeg("AA", 0.0, 0.5), PhoneSeg("SIL", 0.5, 0.56), PhoneSeg("AA", 0.56, 1.0)], gapped)
+    assert all(p.start < p.end for p in ph) and ph == sorted(ph, key=lambda p: p.start)
+    # the recogniser heard /t/ at the release: its place decision is kept
+    told = [PhoneSeg("AA", 0.0, 0.5), PhoneSeg("T", 0.5, 0.58), PhoneSeg("AA", 0.58, 1.0)]
+    assert closures.refine(told, gapped) == told
 
 
 @needs_espeak
