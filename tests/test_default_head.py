@@ -76,7 +76,7 @@ def test_mesh_is_closed_oriented_and_clean(head):
     assert max(edges.values()) == 1  # no edge used twice in the same direction: consistent winding
     assert all((b, a) in edges for a, b in edges)  # every edge paired: closed
     comps = _components(f, head.n_vertices)
-    assert len(comps) == 3  # skin (+ mouth bag + eye cups) and two eyeballs
+    assert len(comps) == 5  # skin (+ mouth bag + eye cups), two eyeballs, two rows of teeth
     for c in comps:
         fc = f[np.isin(f[:, 0], c)]
         t = v[fc]
@@ -110,6 +110,37 @@ def test_required_expressions_present(head):
     assert not missing and "jawOpen" not in head.expr_names
     for i, n in enumerate(head.expr_names):
         assert np.abs(head.exprdirs[:, :, i]).max() > 1e-3, n  # every component moves something
+
+
+def test_teeth_are_rigid_inside_the_mouth(head):
+    up0, up1 = head.meta["teeth_vertices"]["upper"]
+    lo0, lo1 = head.meta["teeth_vertices"]["lower"]
+    upper, lower = np.arange(up0, up1 + 1), np.arange(lo0, lo1 + 1)
+    assert np.allclose(head.weights[upper, 1], 1.0) and np.allclose(head.weights[lower, 2], 1.0)
+    jaw_shift = [head.expr_names.index(n) for n in ("jawForward", "jawLeft", "jawRight")]
+    others = [i for i in range(head.n_expr) if i not in jaw_shift]
+    assert np.abs(head.exprdirs[upper]).max() == 0 and np.abs(head.exprdirs[lower][:, :, others]).max() == 0
+    assert np.ptp(head.exprdirs[lower][:, :, jaw_shift], axis=0).max() < 1e-12  # a rigid shift
+    # Behind the lips at rest, upper edge above the lower one's; opening the jaw parts the rows.
+    _, _, lv = _lips(head)
+    v0 = head.v_template
+    lip_front = min(v0[lv["upper_outer_mid"], 2], v0[lv["lower_outer_mid"], 2])
+    assert v0[upper, 2].max() < lip_front - 0.004 and v0[lower, 2].max() < v0[upper, 2].max()
+    v1, _ = head.forward(pose=_pose(0.3))
+    assert v1[upper, 1].min() - v1[lower, 1].max() > 0.008
+    assert np.abs(v1[upper] - v0[upper]).max() < 1e-9
+
+
+def test_material_groups_partition_the_faces(head):
+    g = head.meta["material_groups"]
+    assert {"skin", "lips", "mouth", "eyes", "iris", "pupil", "teeth"} <= set(g)
+    ids = np.concatenate([np.asarray(v, dtype=np.int64) for v in g.values()])
+    assert len(ids) == len(head.faces) and np.array_equal(np.sort(ids), np.arange(len(head.faces)))
+    J = head.rest_joints()
+    iris = head.v_template[head.faces[g["iris"]]].mean(axis=1)
+    assert len(g["iris"]) > 0 and (iris[:, 2] > J[3, 2] + 0.009).all()  # on the front of the eyeballs
+    t0, t1 = head.meta["teeth_vertices"]["upper"][0], head.meta["teeth_vertices"]["lower"][1]
+    assert np.isin(head.faces[g["teeth"]], np.arange(t0, t1 + 1)).all()
 
 
 def _lips(m: HeadModel):

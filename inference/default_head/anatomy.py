@@ -18,8 +18,8 @@ EYE_R = EYE_L * np.array([-1.0, 1.0, 1.0])
 LID_SHELL = EYE_RADIUS + 0.0014  # the lids ride on this sphere
 CUP_RADIUS = EYE_RADIUS + 0.0007  # the socket lining behind the eyeball
 # Palpebral fissure, as angles about the eye centre (radians, + towards the temple).
-EYE_INNER = -0.72  # inner canthus azimuth offset from the eye's own forward axis
-EYE_OUTER = 0.78
+EYE_INNER = -0.86  # inner canthus azimuth offset from the eye's own forward axis
+EYE_OUTER = 0.92
 LID_UPPER = 0.40  # how far the upper lid margin is raised (rad of the cast elevation, scaled)
 LID_LOWER = 0.30
 

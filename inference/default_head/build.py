@@ -11,12 +11,13 @@ from ..head_model import HeadModel, HeadModelError
 from . import anatomy as A
 from .expressions import MOUTH_CLOSE_JAW, expression_basis
 from .geometry import build_geometry
+from .grid import vermilion_mask
 from .landmarks import embed_landmarks
 from .regions import lip_coordinates, mouth_mask
 from .shapes import identity_basis
 from .skinning import joint_regressor, skinning_weights
 
-DEFAULT_HEAD_VERSION = 1
+DEFAULT_HEAD_VERSION = 2
 NAME = "Cadence default head"
 
 
@@ -50,8 +51,10 @@ def build_default_head() -> HeadModel:
         "eyelid_vertices": eye_sets,
         "eyeball_vertices": {k: [int(ids[0]), int(ids[-1])] for k, ids in g.eyeball_ids.items()},
         "mouth_bag_vertices": [int(g.mouth_bag_ids[0]), int(g.mouth_bag_ids[-1])],
+        "teeth_vertices": {k: [int(ids[0]), int(ids[-1])] for k, ids in g.teeth_ids.items()},
         "lip_region_vertices": np.flatnonzero(lips & (np.abs(s[: g.n_skin]) < 0.011)).tolist(),
         "n_skin_vertices": int(g.n_skin),
+        "material_groups": material_groups(g, vermilion_mask(g.grid.v_theta, g.skin_phi, g.line_phi)),
         "mouth_close_jaw": MOUTH_CLOSE_JAW,
         "anatomy": {"eye_radius": A.EYE_RADIUS, "stomion": A.STOMION.tolist(), "jaw_hinge": A.JAW_HINGE.tolist()},
     }
@@ -63,11 +66,43 @@ def build_default_head() -> HeadModel:
     )
 
 
+IRIS_ANGLE = 0.52  # rad from the gaze axis: a 6 mm iris on the 12 mm eyeball
+PUPIL_ANGLE = 0.26
+
+
+def material_groups(g, lip_mask: np.ndarray) -> dict[str, list[int]]:
+    """Face ids per material: skin, lips, mouth (bag), eyes (sclera), iris, pupil, teeth.
+
+    Every face is in exactly one group; the eye cups (hidden behind the eyeballs) count as skin.
+    """
+    parts = g.face_parts
+    f = g.faces
+    groups: dict[str, list[int]] = {}
+    a, b = parts["skin"]
+    on_lip = lip_mask[f[a:b]].sum(axis=1) >= 2
+    groups["skin"] = (a + np.flatnonzero(~on_lip)).tolist()
+    groups["lips"] = (a + np.flatnonzero(on_lip)).tolist()
+    for k in ("eye_cup_L", "eye_cup_R"):
+        groups["skin"] += list(range(*parts[k]))
+    groups["mouth"] = list(range(*parts["mouth_bag"]))
+    groups["eyes"], groups["iris"], groups["pupil"] = [], [], []
+    for k in ("L", "R"):
+        a, b = parts[f"eyeball_{k}"]
+        d = g.verts[f[a:b]].mean(axis=1) - g.eye_centers[k]
+        ang = np.arccos(np.clip(d[:, 2] / np.linalg.norm(d, axis=1), -1.0, 1.0))
+        groups["pupil"] += (a + np.flatnonzero(ang < PUPIL_ANGLE)).tolist()
+        groups["iris"] += (a + np.flatnonzero((ang >= PUPIL_ANGLE) & (ang < IRIS_ANGLE))).tolist()
+        groups["eyes"] += (a + np.flatnonzero(ang >= IRIS_ANGLE)).tolist()
+    groups["teeth"] = list(range(parts["teeth_upper"][0], parts["teeth_lower"][1]))
+    return groups
+
+
 def _front_uv(v: np.ndarray, f: np.ndarray) -> np.ndarray:
     """Cheap cylindrical UVs per corner (u around the head, v up), seam at the back."""
     u = 0.5 + np.arctan2(v[:, 0], v[:, 2]) / (2 * np.pi)
     w = np.clip((v[:, 1] + 0.2) / 0.32, 0, 1)
-    uv = np.stack([u, w], 1)[f]
+    # numpy's SIMD arctan2 can differ by an ulp with the array's memory alignment: round for determinism.
+    uv = np.round(np.stack([u, w], 1), 7)[f]
     # Fix triangles straddling the seam so they do not span the whole texture.
     span = uv[:, :, 0].max(1) - uv[:, :, 0].min(1)
     wrap = span > 0.5

@@ -134,6 +134,11 @@ def expression_basis(g: Geometry, weights: np.ndarray, joints: np.ndarray) -> tu
     names = [n for n, _ in out]
     dirs = np.stack([d for _, d in out], axis=2)
     dirs[eyeball_mask(g)] = 0.0
+    # Teeth are rigid: only the jaw shifts move the lower row (with the mandible), nothing deforms them.
+    for k, ids in g.teeth_ids.items():
+        for i, n in enumerate(names):
+            moves = k == "lower" and n in ("jawForward", "jawLeft", "jawRight")
+            dirs[ids, :, i] = dirs[ids, :, i].mean(axis=0) if moves else 0.0
     return names, dirs
 
 

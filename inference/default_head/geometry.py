@@ -9,6 +9,7 @@ import numpy as np
 from . import anatomy as A
 from .cavities import boundary_loop, eye_cup, eyeball, mouth_bag, tube_faces
 from .grid import SkinGrid, build_grid, skin_positions
+from .teeth import tooth_row
 
 
 @dataclass
@@ -27,6 +28,8 @@ class Geometry:
     eye_centers: dict
     skin_phi: np.ndarray  # warped elevation per skin vertex
     line_phi: np.ndarray  # lip-line elevation at each skin vertex's azimuth
+    teeth_ids: dict  # "upper"/"lower" -> tooth-row vertex ids
+    face_parts: dict  # part name -> (first face, end face) in the face array
 
 
 def cavity_positions(g: Geometry, skin: np.ndarray) -> np.ndarray:
@@ -70,7 +73,18 @@ def build_geometry() -> Geometry:
         faces.append(bf)
         ball_ids[k] = np.arange(nid, nid + len(ball))
         nid += len(ball)
+    teeth_ids = {}
+    for k in ("upper", "lower"):
+        tv, tf = tooth_row(k == "upper", nid)
+        verts.append(tv)
+        faces.append(tf)
+        teeth_ids[k] = np.arange(nid, nid + len(tv))
+        nid += len(tv)
     v = np.concatenate(verts)
     assert v.shape[0] == nid
+    # Face ranges per part, in the order appended above (materials are assigned from these).
+    names = ["skin", "mouth_bag", "eye_cup_L", "eye_cup_R", "eyeball_L", "eyeball_R", "teeth_upper", "teeth_lower"]
+    ends = np.cumsum([len(f) for f in faces])
+    parts = {k: (int(e - len(f)), int(e)) for k, f, e in zip(names, faces, ends)}
     return Geometry(grid, v, np.concatenate(faces), n, m_loop, m_side, bag_ids, bag_side, eye_loops, cup_ids,
-                    ball_ids, centers, pw, line)
+                    ball_ids, centers, pw, line, teeth_ids, parts)

@@ -223,13 +223,27 @@ def lip_profile(theta: np.ndarray, phi_w: np.ndarray, line_phi: np.ndarray) -> n
     s = phi_w - line_phi
     u_up = np.clip(s / h_up, 0, None)
     u_lo = np.clip(-s / h_lo, 0, None)
-    upper = 0.0042 * np.sin(np.pi * np.clip(u_up, 0, 1) ** 0.8) + 0.0012 * np.exp(-((u_up - 1.0) / 0.18) ** 2)
+    upper = 0.0049 * np.sin(np.pi * np.clip(u_up, 0, 1) ** 0.8) + 0.0012 * np.exp(-((u_up - 1.0) / 0.16) ** 2)
     upper -= 0.0006 * np.exp(-((u_up - 1.9) / 0.5) ** 2)
-    lower = 0.0050 * np.sin(np.pi * np.clip(u_lo, 0, 1) ** 0.9) + 0.0006 * np.exp(-((u_lo - 1.0) / 0.2) ** 2)
+    lower = 0.0058 * np.sin(np.pi * np.clip(u_lo, 0, 1) ** 0.9) + 0.0008 * np.exp(-((u_lo - 1.0) / 0.18) ** 2)
     lower -= 0.0022 * np.exp(-((u_lo - 1.75) / 0.45) ** 2)  # labiomental fold
+    # Philtrum: two columns from the Cupid's bow to the nose with a shallow groove between them.
+    xl = 0.096 * np.abs(theta)
+    along = np.exp(-(((u_up - 1.8) / 0.8) ** 4)) * (s > 0)
+    col_x = 0.0044 - 0.0012 * np.clip((u_up - 1.0) / 1.5, 0, 1)
+    upper += along * (0.00055 * np.exp(-(((xl - col_x) / 0.0013) ** 2)) - 0.00030 * np.exp(-((xl / 0.0022) ** 2)))
     crease = -0.0007 * np.exp(-(s / 0.012) ** 2)
     prof = np.where(s >= 0, upper, lower) + crease
     return prof * lateral
+
+
+def vermilion_mask(theta: np.ndarray, phi_w: np.ndarray, line_phi: np.ndarray) -> np.ndarray:
+    """True where a skin vertex lies on the red of the lips (within the vermilion border, between the corners)."""
+    t = np.abs(theta) / A.MOUTH_THETA
+    tc = np.clip(t, 0, 1)
+    s = phi_w - line_phi
+    inside = np.where(s >= 0, s <= 1.02 * UPPER_LIP_H * (1.0 - 0.55 * tc**2), -s <= 1.02 * LOWER_LIP_H * (1.0 - 0.60 * tc**2))
+    return inside & (t < 1.04)
 
 
 def skin_positions(grid: SkinGrid, closure: tuple[float, float] = (0.0, 0.0),

@@ -56,4 +56,10 @@ def identity_basis(g: Geometry) -> tuple[list[str], np.ndarray]:
     # Rigid eyeballs: every eyeball vertex takes the displacement of its eye's centre region.
     for ids in g.eyeball_ids.values():
         dirs[ids] = dirs[ids].mean(axis=0, keepdims=True)
+    # Teeth too move rigidly (each row with its own mean displacement), except that they follow the mouth width.
+    mw = names.index("mouth_width")
+    for ids in g.teeth_ids.values():
+        keep = dirs[ids, :, mw].copy()
+        dirs[ids] = dirs[ids].mean(axis=0, keepdims=True)
+        dirs[ids, :, mw] = keep
     return names, dirs

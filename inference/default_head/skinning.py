@@ -89,4 +89,8 @@ def skinning_weights(g: Geometry) -> np.ndarray:
     for k, j in (("L", EYE_L), ("R", EYE_R)):
         W[g.eyeball_ids[k]] = 0.0
         W[g.eyeball_ids[k], j] = 1.0
+    # Teeth are rigid: the upper row rides the skull (with the upper face), the lower row the mandible.
+    for k, j in (("upper", NECK), ("lower", JAW)):
+        W[g.teeth_ids[k]] = 0.0
+        W[g.teeth_ids[k], j] = 1.0
     return W

@@ -57,37 +57,48 @@ def skin_sdf(p: np.ndarray) -> np.ndarray:
     """Signed distance (approximately metres, negative inside) of the skin at points ``p`` (..., 3)."""
     m = _mirror(p)
     x, y, z = p[..., 0], p[..., 1], p[..., 2]
-    # Cranium and the face mass; the face narrows towards the jaw.
+    # Cranium, temples (filled, not pinched) and the face mass; the face narrows towards the jaw.
     d = _ellipsoid(p, (0.0, 0.020, -0.008), (0.074, 0.094, 0.096))
+    d = _smin(d, _ellipsoid(m, (0.040, 0.030, 0.030), (0.030, 0.034, 0.036)), 0.018)  # temples
     d = _smin(d, _ellipsoid(p, (0.0, -0.012, 0.020), (0.058, 0.070, 0.070)), 0.02)
-    # Jaw: a wedge from the angles of the mandible to the chin.
-    jaw = _capsule(m, (0.046, -0.068, -0.010), (0.012, -0.092, 0.060), 0.016, 0.018)
-    d = _smin(d, jaw, 0.025)
-    d = _smin(d, _ellipsoid(p, (0.0, -0.094, 0.068), (0.021, 0.020, 0.022)), 0.012)  # chin
-    d = _smin(d, _ellipsoid(p, (0.0, -0.066, 0.064), (0.030, 0.026, 0.030)), 0.012)  # muzzle (teeth arch)
-    # Cheekbones and the brow ridge.
-    d = _smin(d, _ellipsoid(m, (0.046, -0.004, 0.046), (0.022, 0.016, 0.024)), 0.016)
-    d = _smin(d, _capsule(m, (0.0, 0.034, 0.080), (0.046, 0.034, 0.062), 0.0085, 0.0060), 0.014)
-    # Eye sockets: carve, then let the lid shell (a sphere around each eyeball) bulge back out.
-    d = _smax(d, -_ellipsoid(m, A.EYE_L + np.array([0.0, 0.001, 0.012]), (0.021, 0.0165, 0.019)), 0.008)
-    d = _smin(d, _sphere(m, A.EYE_L, A.LID_SHELL), 0.0035)
-    # Nose: bridge, tip, alae (nostril wings), columella.
-    nose = _capsule(p, (0.0, 0.024, 0.086), (0.0, -0.020, 0.113), 0.0042, 0.0068, scale=(1.35, 1.0, 1.0))
-    nose = _smin(nose, _sphere(p, (0.0, -0.025, 0.1135), 0.0075), 0.008)
-    nose = _smin(nose, _ellipsoid(m, (0.0120, -0.0330, 0.0960), (0.0068, 0.0060, 0.0085)), 0.006)
-    nose = _smin(nose, _capsule(p, (0.0, -0.032, 0.108), (0.0, -0.041, 0.094), 0.0042, 0.0038), 0.004)
-    d = _smin(d, nose, 0.006)
-    # Nostrils: shallow dimples under the alae.
-    d = _smax(d, -_ellipsoid(m, (0.0068, -0.0390, 0.1010), (0.0032, 0.0020, 0.0050)), 0.0020)
+    # Jaw: a wedge from the angles of the mandible to the chin, a crisp lower border.
+    jaw = _capsule(m, (0.047, -0.070, -0.008), (0.014, -0.096, 0.062), 0.015, 0.016)
+    d = _smin(d, jaw, 0.022)
+    d = _smin(d, _ellipsoid(p, (0.0, -0.097, 0.070), (0.019, 0.018, 0.021)), 0.012)  # chin (mental protuberance)
+    d = _smin(d, _ellipsoid(p, (0.0, -0.060, 0.064), (0.031, 0.027, 0.031)), 0.012)  # muzzle (teeth arch)
+    # Soft tissue of the mid-face: maxilla under the nose, fat pads of the cheeks (no hollows).
+    d = _smin(d, _ellipsoid(p, (0.0, -0.034, 0.070), (0.030, 0.024, 0.028)), 0.014)
+    d = _smin(d, _ellipsoid(m, (0.036, -0.030, 0.052), (0.024, 0.030, 0.030)), 0.020)  # buccal mass
+    d = _smin(d, _ellipsoid(m, (0.040, -0.058, 0.034), (0.019, 0.024, 0.030)), 0.022)  # lower cheek / masseter
+    # Cheekbones (malar fat over the zygoma) and the brow ridge.
+    d = _smin(d, _ellipsoid(m, (0.044, -0.006, 0.050), (0.024, 0.017, 0.024)), 0.018)
+    d = _smin(d, _ellipsoid(m, (0.030, -0.014, 0.064), (0.016, 0.011, 0.012)), 0.012)  # under-eye fullness
+    d = _smin(d, _capsule(m, (0.0, 0.033, 0.080), (0.046, 0.033, 0.061), 0.0080, 0.0055), 0.016)
+    d = _smin(d, _ellipsoid(p, (0.0, 0.030, 0.080), (0.014, 0.012, 0.008)), 0.010)  # glabella
+    # Eye sockets: a shallow carve, then the lid shell (a sphere around each eyeball) bulges back out.
+    d = _smax(d, -_ellipsoid(m, A.EYE_L + np.array([0.0, 0.0005, 0.010]), (0.019, 0.0150, 0.015)), 0.012)
+    d = _smin(d, _sphere(m, A.EYE_L, A.LID_SHELL), 0.0040)
+    # Nose: bridge, tip (two lobules), alae (nostril wings), columella.
+    nose = _capsule(p, (0.0, 0.024, 0.086), (0.0, -0.019, 0.1115), 0.0040, 0.0056, scale=(1.45, 1.0, 1.0))
+    nose = _smin(nose, _ellipsoid(p, (0.0, -0.0245, 0.1115), (0.0078, 0.0068, 0.0070)), 0.006)
+    nose = _smin(nose, _sphere(m, (0.0026, -0.0262, 0.1142), 0.0040), 0.004)  # tip-defining points
+    nose = _smin(nose, _ellipsoid(m, (0.0112, -0.0340, 0.0985), (0.0046, 0.0048, 0.0085)), 0.008)
+    nose = _smin(nose, _capsule(p, (0.0, -0.0320, 0.1075), (0.0, -0.0410, 0.0955), 0.0032, 0.0030), 0.004)
+    d = _smin(d, nose, 0.005)
+    # Alar crease and nostrils: a groove around each wing, shallow openings under the tip.
+    d = _smax(d, -_capsule(m, (0.0150, -0.0300, 0.0965), (0.0152, -0.0385, 0.0960), 0.0008, 0.0008), 0.0025)
+    d = _smax(d, -_ellipsoid(m, (0.0060, -0.0392, 0.1030), (0.0030, 0.0013, 0.0046)), 0.0015)
     # Ears: flattened shells behind the jaw hinge.
     ear = _ellipsoid(m, (0.0700, -0.0060, -0.0180), (0.0120, 0.0300, 0.0175))
     d = _smin(d, ear, 0.008)
     d = _smax(d, -_ellipsoid(m, (0.0840, -0.0040, -0.0150), (0.0060, 0.0200, 0.0110)), 0.004)
-    # Neck: an elliptic column, cut flat at the stump.
-    neck = np.hypot(x / A.NECK_RX, (z - A.NECK_CENTER_Z) / A.NECK_RZ) - 1.0
+    # Neck: an elliptic column leaning slightly forward, cut flat at the stump; the larynx in front.
+    cz = A.NECK_CENTER_Z + 0.06 * np.clip(-0.08 - y, 0.0, None)
+    neck = np.hypot(x / A.NECK_RX, (z - cz) / A.NECK_RZ) - 1.0
     neck = neck * min(A.NECK_RX, A.NECK_RZ)
+    neck = _smin(neck, _ellipsoid(p, (0.0, -0.145, 0.036), (0.010, 0.014, 0.010)), 0.010)
     neck = np.maximum(neck, np.maximum(A.NECK_BOTTOM - y, y - 0.0))
-    return _smin(d, neck, 0.022)
+    return _smin(d, neck, 0.020)
 
 
 def cast(dirs: np.ndarray, r_max: float = 0.25, step: float = 0.0025) -> np.ndarray:
