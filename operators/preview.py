@@ -12,8 +12,6 @@ import bpy
 import numpy as np
 from mathutils import Vector
 
-SKIN = (0.80, 0.56, 0.46, 1.0)
-
 
 def eevee_engine_name() -> str:
     """'BLENDER_EEVEE_NEXT' on 4.2–4.5, 'BLENDER_EEVEE' on 5.0+."""
@@ -64,15 +62,10 @@ def stage(scene: bpy.types.Scene, rig: bpy.types.Object, engine: str = "EEVEE", 
         light.rotation_euler = direction.to_track_quat("-Z", "Y").to_euler()
         scene.collection.objects.link(light)
 
-    if not mesh.data.materials:
-        mat = bpy.data.materials.new("Cadence Skin")
-        mat.use_nodes = True
-        bsdf = mat.node_tree.nodes.get("Principled BSDF")
-        if bsdf is not None:
-            bsdf.inputs["Base Color"].default_value = SKIN
-            bsdf.inputs["Roughness"].default_value = 0.55
-        mat.diffuse_color = SKIN
-        mesh.data.materials.append(mat)
+    if not mesh.data.materials:  # a head built before materials existed, or a user's mesh
+        from . import materials
+
+        materials.assign(mesh.data, None)
 
     world = scene.world or bpy.data.worlds.new("Cadence World")
     scene.world = world

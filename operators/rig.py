@@ -17,6 +17,7 @@ import bpy
 import numpy as np
 
 from ..inference.head_model import JOINT_NAMES, HeadModel
+from . import materials
 from .rotations import axis_angle_to_euler_xyz, euler_compatible, euler_xyz_to_matrix, matrix_to_euler_xyz  # noqa: F401
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ def _build_mesh(model: HeadModel, name: str) -> bpy.types.Mesh:
         uv_layer = mesh.uv_layers.new(name="UVMap")
         uv_layer.data.foreach_set("uv", model.uv.astype(np.float32).ravel())
     mesh.polygons.foreach_set("use_smooth", np.ones(F, dtype=bool))
+    materials.assign(mesh, model.meta.get("material_groups"))  # before validate(): face ids must hold
     mesh.update(calc_edges=True)
     mesh.validate(verbose=False)  # drops degenerate faces only; vertex order is untouched
     return mesh
