@@ -7,6 +7,11 @@ From a source checkout (bpy module):
 
 Without a base .blend (or one with no Cadence head) the default head is added (or --head FILE).
 Exit status: 0 when every file succeeded, 1 when any failed (each failure is reported, the rest go on).
+
+Personalization (same launchers):
+    ... track VIDEO --out DIR                  track a video: <video>_track.blend with the take, camera, sound
+    ... personalize VIDEO --persona-out FILE   learn a persona (head-motion style) from a video of the person
+    ... AUDIO... --out DIR --persona FILE      generate with head motion in the persona's style
 """
 
 from __future__ import annotations
@@ -30,7 +35,49 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--preview", action="store_true", help="also render a low-resolution mp4 with sound per file")
     ap.add_argument("--preview-size", type=int, default=256)
+    ap.add_argument("--persona", default="", help="persona file (from `personalize`) for the head motion style")
+    ap.add_argument("--persona-mode", choices=("network", "retrieve"), default="network")
     return ap
+
+
+def _track_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="cadence_batch track", description="Track a video onto the Cadence head")
+    ap.add_argument("video")
+    ap.add_argument("--out", required=True, help="output folder (gets <video>_track.blend)")
+    ap.add_argument("--head", default="", help="FLAME .pkl/.npz head to use when the scene has no Cadence head")
+    ap.add_argument("--base", default="", help="base .blend (default: the opened file)")
+    ap.add_argument("--frame-start", type=int, default=1)
+    ap.add_argument("--no-background", action="store_true", help="do not show the video behind the camera")
+    return ap
+
+
+def _personalize_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="cadence_batch personalize", description="Learn a persona from a video")
+    ap.add_argument("video")
+    ap.add_argument("--persona-out", required=True, help="persona file to write (e.g. me.persona.pt)")
+    ap.add_argument("--head", default="", help="FLAME .pkl/.npz head to use when the scene has no Cadence head")
+    ap.add_argument("--base", default="", help="base .blend (default: the opened file)")
+    ap.add_argument("--epochs", type=int, default=100)
+    ap.add_argument("--frames", type=int, default=300, help="frames to learn from (0: all)")
+    ap.add_argument("--general", default="", help="general model to fine-tune (optional)")
+    return ap
+
+
+def _run_command(command: str, argv: list[str], cadence, bpy) -> int:
+    args = (_track_parser() if command == "track" else _personalize_parser()).parse_args(argv)
+    batch = cadence.operators.batch
+    base = args.base or (bpy.data.filepath if bpy.data.filepath else "")
+    try:
+        if command == "track":
+            batch.run_track(args.video, args.out, head_file=args.head, base_blend=base,
+                            frame_start=args.frame_start, show_background=not args.no_background)
+        else:
+            batch.run_personalize(args.video, args.persona_out, head_file=args.head, base_blend=base,
+                                  epochs=args.epochs, n_frames=args.frames, general=args.general)
+    except (RuntimeError, OSError, ValueError) as exc:  # TrackVideoError, WorkerError...: the reason, no traceback
+        print(f"Cadence {command}: FAILED: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _cadence_package():
@@ -52,7 +99,11 @@ def _cadence_package():
 
 
 def main(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
+    command = argv[0] if argv and argv[0] in ("track", "personalize") else ""
+    args = None if command else _parser().parse_args(argv)
+    if args is not None and args.persona and not Path(args.persona).is_file():
+        print(f"Cadence batch: persona file not found: {args.persona}", file=sys.stderr)
+        return 1
     if "bpy" not in sys.modules:  # plain Python with the bpy module: set up the scratch profile first
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         from tools import blender_session
@@ -62,6 +113,8 @@ def main(argv: list[str]) -> int:
 
     cadence, session = _cadence_package()
     try:
+        if command:
+            return _run_command(command, argv[1:], cadence, bpy)
         batch = cadence.operators.batch
         files = batch.collect_audio(args.audio)
         if not files:
@@ -70,7 +123,9 @@ def main(argv: list[str]) -> int:
         base = args.base or (bpy.data.filepath if bpy.data.filepath else "")
         result = batch.run_batch(files, args.out, per_file_blend=not args.single_blend, head_file=args.head,
                                  base_blend=base, frame_start=args.frame_start, seed=args.seed,
-                                 preview=args.preview, preview_size=args.preview_size)
+                                 preview=args.preview, preview_size=args.preview_size,
+                                 persona=str(Path(args.persona).resolve()) if args.persona else "",
+                                 persona_mode=args.persona_mode)
         return 1 if result.failed else 0
     finally:
         cadence.operators.worker_client.shutdown_client()

@@ -71,7 +71,7 @@ def animate_audio(
     vis = visemes.solve_visemes(head)
     timings["visemes"] = time.perf_counter() - t0
 
-    stream = phonemes.PhoneStream(transcript, expected_duration=info.duration)
+    stream = phonemes.PhoneStream(transcript, expected_duration=info.duration, cancelled=cancelled)
     dbs, f0s = [], []
     n_samples, peak = 0, 0.0
     chunks = audio_mod.iter_chunks(info.path)

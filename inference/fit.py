@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from . import fit_gn as gn
 from .head_model import HeadModel
 
 # MediaPipe face-oval indices: the detector slides these inside the silhouette, so they are down-weighted.
@@ -35,18 +36,24 @@ class FitError(ValueError):
 
 @dataclass
 class FitOptions:
-    iters_rigid: int = 100
-    iters_full: int = 250
+    iters_rigid: int = 4  # LM iterations, head pose only (from the PnP start)
+    iters_full: int = 6  # pose + jaw + eyes + expression
+    iters_final: int = 4  # everything again, with temporal smoothness
+    iters_probe: int = 5  # per focal candidate, on the probe frames
     w_oval: float = 0.15
     w_lips: float = 2.0
     w_eyelids: float = 2.0
     shape_prior: float = 3e-3  # identity coefficients are in units of the basis' standard deviation
+    shape_frames: int = 24  # frames the identity is solved from
     expr_prior: float = 1e-4  # bounded (0..1) controls: a light pull to neutral
     expr_prior_generic: float = 1e-3  # FLAME-style components: L2
     jaw_prior: float = 1e-3  # on jaw y/z (sideways / twist), and on negative (closing past rest) opening
-    smooth1: float = 2e-3  # first differences, per frame
-    smooth2: float = 2e-2  # second differences, per frame
+    smooth: float = 2e-3  # first differences between frames (rotation in rad; translation x 100)
     focal_candidates: tuple[float, ...] = (0.6, 0.8, 1.0, 1.25, 1.6, 2.0, 2.5, 3.2, 4.0)  # x max(w, h)
+    focal_probe_frames: int = 16
+    prior_fov_deg: float = 50.0  # the focal prior's centre: a typical webcam / phone field of view
+    calib_sigma: float = 0.01  # down-weights landmarks whose calibration error (x face width) exceeds this
+    focal_prior: float = 2e-6  # per (log focal)^2, against the mean per-frame landmark cost
 
 
 @dataclass
@@ -150,184 +157,170 @@ def project(points: torch.Tensor, focal: torch.Tensor, position: torch.Tensor, c
 _C = np.diag([1.0, -1.0, -1.0])  # OpenCV camera axes (x right, y down, z forward) <-> the contract camera
 
 
-def _weights(ids: np.ndarray, opts: FitOptions, fit_eyes: bool) -> np.ndarray:
+def _weights(head: HeadModel, ids: np.ndarray, opts: FitOptions, fit_eyes: bool) -> np.ndarray:
     w = np.ones(len(ids))
     w[np.isin(ids, FACE_OVAL)] = opts.w_oval
     w[np.isin(ids, LIPS_INNER)] = opts.w_lips
     w[np.isin(ids, EYELIDS)] = opts.w_eyelids
     if not fit_eyes:
         w[np.isin(ids, IRIS)] = 0.0
+    # A calibrated embedding knows how rigidly the detector holds each point to the surface across poses.
+    rel = np.asarray(head.meta.get("lmk_rms_rel", []), dtype=np.float64)
+    if rel.shape == w.shape and opts.calib_sigma > 0:
+        w = w / (1.0 + (rel / opts.calib_sigma) ** 2)
     return w
 
 
-def _pnp_init(neutral: np.ndarray, ids: np.ndarray, obs: np.ndarray, valid: np.ndarray, w: int, h: int,
-              focal_candidates: tuple[float, ...]) -> tuple[float, np.ndarray, np.ndarray]:
-    """Focal (coarse search) and per-frame OpenCV (rvec, tvec) from rigid landmarks; invalid frames interpolated."""
+def fit_landmarks(head: HeadModel, obs: np.ndarray, valid: np.ndarray, width: int, height: int,
+                  opts: FitOptions | None = None, fit_eyes: bool = False, progress=None,
+                  focal_px: float | None = None) -> FitResult:
+    """Fit ``head`` to landmarks ``obs`` (T, 478, >=2) in pixels; ``valid`` (T,) marks frames with a face.
+
+    ``focal_px``: the camera's focal length in pixels when known; otherwise it is chosen by a profile
+    search (pose + expression fitted on a subset of frames for each candidate) under a weak prior.
+    """
+    opts = opts or FitOptions()
+    if head.lmk_faces is None or head.lmk_scheme != "mediapipe478":
+        raise FitError(
+            "this head has no landmark embedding: build one (Cadence > Build Landmarks) or load an embedding file"
+        )
+    if focal_px is not None and not (np.isfinite(focal_px) and focal_px > 0):
+        raise FitError(f"the focal length must be a positive number of pixels, got {focal_px!r}")
+    say = progress or (lambda f: None)
+    ids = np.asarray(head.lmk_ids, dtype=np.int64)
+    obs = np.asarray(obs, dtype=np.float64)[:, :, :2]
+    valid = np.asarray(valid, dtype=bool)
+    T = len(obs)
+    if T == 0 or not valid.any():
+        raise FitError("no face was found in any frame of the video")
+    obs_l = np.nan_to_num(obs[:, ids])  # (T, L, 2)
+    rig = gn.LandmarkRig(head)
+    neutral = head.landmarks(head.forward()[0])
+    face_px = float(np.median([np.ptp(o[:, 0]) for o in obs_l[valid]]))
+    lw = _weights(head, ids, opts, fit_eyes)
+    bounded = is_bounded(head)
+    names = list(head.joint_names)
+    prob = gn.Problem(
+        rig=rig, n_joints=head.n_joints, jaw_idx=names.index("jaw") if "jaw" in names else None,
+        eye_idx=[names.index(n) for n in ("eye_L", "eye_R") if n in names], obs=obs_l,
+        weight=lw / lw.sum() / max(face_px, 1.0) ** 2, valid=valid.astype(np.float64), bounded=bounded,
+        expr_prior=opts.expr_prior if bounded else opts.expr_prior_generic, jaw_prior=opts.jaw_prior,
+        fit_eyes=fit_eyes)
+    E, S = head.n_expr, head.n_shape
+    J0 = head.rest_joints()[0]
+    frames = np.flatnonzero(valid)
+
+    def init(focal: float, idx: np.ndarray) -> tuple[gn.State, np.ndarray]:
+        rv, tv = _pnp(neutral, ids, obs_l, idx, width, height, focal)
+        R0 = np.einsum("ab,tbc->tac", _C, gn.rodrigues(rv))
+        trans = (tv @ _C.T) - J0 + np.einsum("tab,b->ta", R0, J0)
+        position = -trans.mean(0)
+        n = len(idx)
+        st = gn.State(_unwrap_aa(gn.log_rot(R0)), trans + position, np.zeros((n, 3)), np.zeros((n, 2, 2)),
+                      np.zeros((n, E)), np.zeros(S))
+        return st, position
+
+    def run(focal: float, idx: np.ndarray, sub: gn.Problem, rigid: int, full: int) -> tuple[gn.State, gn.Camera,
+                                                                                        np.ndarray]:
+        st, position = init(focal, idx)
+        cam = gn.Camera(focal, position, width / 2, height / 2)
+        st, _ = gn.solve(sub, st, cam, rigid, rigid_only=True)
+        st, cost = gn.solve(sub, st, cam, full)
+        return st, cam, cost
+
+    # Focal: profile search over a log grid on a subset of frames, refined by a parabola in log f.
+    scale = float(max(width, height))
+    f0 = 0.5 * scale / np.tan(np.radians(opts.prior_fov_deg) / 2)
+    report = {"face_width_px": face_px, "bounded_expression": bounded}
+    if focal_px is None:
+        probe = frames[np.linspace(0, len(frames) - 1, min(len(frames), opts.focal_probe_frames)).round().astype(int)]
+        sub = gn.Problem(**{**prob.__dict__, "obs": obs_l[probe], "valid": prob.valid[probe], "fit_eyes": False})
+        logs = np.log(np.asarray(opts.focal_candidates) * scale)
+        prof = []
+        for k, lf in enumerate(logs):
+            _st, _cam, cost = run(float(np.exp(lf)), probe, sub, 3, opts.iters_probe)
+            prof.append(cost.mean() + opts.focal_prior * (lf - np.log(f0)) ** 2)
+            say(0.3 * (k + 1) / len(logs))
+        k = int(np.argmin(prof))
+        focal = float(np.exp(logs[k]))
+        if 0 < k < len(logs) - 1:
+            a, b, c = prof[k - 1], prof[k], prof[k + 1]
+            h = logs[k + 1] - logs[k]
+            den = a - 2 * b + c
+            if den > 0:
+                focal = float(np.exp(logs[k] + 0.5 * h * (a - c) / den))
+        report["focal_profile"] = {f"{np.exp(lf):.0f}": float(v) for lf, v in zip(logs, prof)}
+    else:
+        focal = float(focal_px)
+
+    # All frames: rigid, then everything; identity from a subset; then everything with smoothness.
+    prob.smooth = 0.0
+    sub_prob = _subset(prob, frames, valid)
+    st, cam, _ = run(focal, frames, sub_prob, opts.iters_rigid, opts.iters_full)
+    say(0.6)
+    if S:
+        k = np.unique(np.linspace(0, len(frames) - 1, min(len(frames), opts.shape_frames)).round().astype(int))
+        st.shape = gn.solve_shape(sub_prob, st, cam, k, opts.shape_prior)
+        st, _ = gn.solve(sub_prob, st, cam, opts.iters_full)
+    st = _expand(st, frames, T) if not valid.all() else st
+    prob.smooth = opts.smooth
+    st, _ = gn.solve(prob, st, cam, opts.iters_final)
+    say(1.0)
+
+    r, *_ = prob.residual(st, cam)
+    px = np.sqrt((r**2).sum(2) / np.maximum(prob.weight, 1e-30)[None])  # unweighted pixel error per landmark
+    rms = float(np.sqrt((px[valid][:, lw > 0] ** 2).mean()))
+    shift = st.trans.mean(0)  # keep the head near the origin: move camera and head together
+    result = FitResult(shape=st.shape, expression=st.expr, jaw=st.jaw, head_rotation=st.rot,
+                       head_translation=st.trans - shift, focal_px=focal, position=cam.position - shift, rms_px=rms,
+                       report=report)
+    if fit_eyes:
+        eyes = np.zeros((T, 2, 3))
+        eyes[:, :, :2] = st.eyes
+        result.report["eyes"] = eyes
+    return result
+
+
+def _subset(prob: gn.Problem, frames: np.ndarray, valid: np.ndarray) -> gn.Problem:
+    """The problem restricted to the frames with a face (all of them when every frame has one)."""
+    if valid.all():
+        return prob
+    return gn.Problem(**{**prob.__dict__, "obs": prob.obs[frames], "valid": prob.valid[frames]})
+
+
+def _expand(st: gn.State, frames: np.ndarray, T: int) -> gn.State:
+    """Per-frame parameters of the frames with a face -> all frames, linearly interpolated (held at the ends)."""
+    def interp(a: np.ndarray) -> np.ndarray:
+        flat = a.reshape(len(a), -1)
+        out = np.stack([np.interp(np.arange(T), frames, flat[:, k]) for k in range(flat.shape[1])], 1)
+        return out.reshape((T,) + a.shape[1:])
+
+    return gn.State(interp(st.rot), interp(st.trans), interp(st.jaw), interp(st.eyes), interp(st.expr), st.shape)
+
+
+def _pnp(neutral: np.ndarray, ids: np.ndarray, obs: np.ndarray, frames: np.ndarray, w: int, h: int,
+         focal: float) -> tuple[np.ndarray, np.ndarray]:
+    """OpenCV (rvec, tvec) per listed frame from the rigid landmarks, each frame seeded by the previous one."""
     import cv2  # noqa: PLC0415
 
     sel = np.isin(ids, RIGID)
     if sel.sum() < 6:
         sel = ~np.isin(ids, FACE_OVAL)
     obj = neutral[sel].astype(np.float64)
-    frames = np.flatnonzero(valid)
-    probe = frames[np.linspace(0, len(frames) - 1, min(len(frames), 12)).round().astype(int)]
-
-    def solve(f: float, t: int, guess=None):
-        K = np.array([[f, 0, w / 2], [0, f, h / 2], [0, 0, 1.0]])
+    K = np.array([[focal, 0, w / 2], [0, focal, h / 2], [0, 0, 1.0]])
+    rv = np.zeros((len(frames), 3))
+    tv = np.zeros((len(frames), 3))
+    guess = None
+    for n, t in enumerate(frames):
         img = obs[t][sel].astype(np.float64)
         if guess is None:
-            ok, rv, tv = cv2.solvePnP(obj, img, K, None, flags=cv2.SOLVEPNP_EPNP)
-            ok, rv, tv = cv2.solvePnP(obj, img, K, None, rv, tv, useExtrinsicGuess=True, flags=cv2.SOLVEPNP_ITERATIVE)
+            _ok, r, tt = cv2.solvePnP(obj, img, K, None, flags=cv2.SOLVEPNP_EPNP)
         else:
-            ok, rv, tv = cv2.solvePnP(obj, img, K, None, guess[0].copy(), guess[1].copy(), useExtrinsicGuess=True,
-                                      flags=cv2.SOLVEPNP_ITERATIVE)
-        proj, _ = cv2.projectPoints(obj, rv, tv, K, None)
-        return rv, tv, float(np.sqrt(((proj[:, 0] - img) ** 2).sum(1).mean()))
-
-    scale = max(w, h)
-    errs = [np.median([solve(c * scale, t)[2] for t in probe]) for c in focal_candidates]
-    focal = focal_candidates[int(np.argmin(errs))] * scale
-    T = len(obs)
-    rv = np.zeros((T, 3))
-    tv = np.zeros((T, 3))
-    guess = None
-    for t in frames:
-        r, tt, _ = solve(focal, t, guess)
-        rv[t], tv[t] = r[:, 0], tt[:, 0]
+            r, tt = guess[0].copy(), guess[1].copy()
+        _ok, r, tt = cv2.solvePnP(obj, img, K, None, r, tt, useExtrinsicGuess=True, flags=cv2.SOLVEPNP_ITERATIVE)
+        rv[n], tv[n] = r[:, 0], tt[:, 0]
         guess = (r, tt)
-    for arr in (rv, tv):  # frames without a face: linear interpolation (held at the ends)
-        for k in range(3):
-            arr[:, k] = np.interp(np.arange(T), frames, arr[frames, k])
-    return focal, rv, tv
-
-
-def fit_landmarks(head: HeadModel, obs: np.ndarray, valid: np.ndarray, width: int, height: int,
-                  opts: FitOptions | None = None, fit_eyes: bool = False, progress=None) -> FitResult:
-    """Fit ``head`` to landmarks ``obs`` (T, 478, >=2) in pixels; ``valid`` (T,) marks frames with a face."""
-    opts = opts or FitOptions()
-    tl = TorchLandmarks(head)
-    obs = np.asarray(obs, dtype=np.float64)[:, :, :2]
-    valid = np.asarray(valid, dtype=bool)
-    T = len(obs)
-    if T == 0 or not valid.any():
-        raise FitError("no face was found in any frame of the video")
-    obs_l = np.nan_to_num(obs[:, tl.ids])  # (T, L, 2)
-    neutral = head.landmarks(head.forward()[0])
-    focal0, rv, tv = _pnp_init(neutral, tl.ids, obs_l, valid, width, height, opts.focal_candidates)
-
-    # OpenCV pose -> root rotation / translation for a camera at the origin, then centre the camera.
-    R_cv = np.stack([_rodrigues_cv(r) for r in rv])
-    R0 = _C @ R_cv
-    J0 = head.rest_joints()[0]
-    trans = (tv @ _C.T) - J0 + np.einsum("tab,b->ta", R0, J0)
-    position = -trans.mean(0)
-    trans = trans + position
-    aa0 = np.stack([_log_rot(r) for r in R0])
-    aa0 = _unwrap_aa(aa0)
-
-    dt = torch.float64
-    E, S, J = head.n_expr, head.n_shape, head.n_joints
-    bounded = is_bounded(head)
-    p_rot = torch.tensor(aa0, dtype=dt, requires_grad=True)
-    p_trans = torch.tensor(trans, dtype=dt, requires_grad=True)
-    p_logf = torch.tensor(np.log(focal0), dtype=dt, requires_grad=True)
-    p_shape = torch.zeros(S, dtype=dt, requires_grad=True)
-    p_expr = torch.zeros((T, E), dtype=dt, requires_grad=True)
-    p_jaw = torch.zeros((T, 3), dtype=dt, requires_grad=True)
-    p_eyes = torch.zeros((T, 2, 2), dtype=dt, requires_grad=fit_eyes)  # pitch, yaw per eye
-    pos_t = torch.tensor(position, dtype=dt)
-    target = torch.tensor(obs_l, dtype=dt)
-    lw = torch.tensor(_weights(tl.ids, opts, fit_eyes), dtype=dt)
-    vmask = torch.tensor(valid, dtype=dt)
-    face_px = float(np.median([np.ptp(o[:, 0]) for o in obs_l[valid]]))
-    norm = 1.0 / max(face_px, 1.0)
-    n_valid = float(valid.sum())
-    jaw_idx = head.joint_names.index("jaw") if "jaw" in head.joint_names else None
-    eye_idx = [head.joint_names.index(n) for n in ("eye_L", "eye_R") if n in head.joint_names]
-
-    def pose_tensor() -> torch.Tensor:
-        cols = [p_rot] + [torch.zeros((T, 3), dtype=dt)] * (J - 1)
-        if jaw_idx is not None:
-            cols[jaw_idx] = p_jaw
-        if fit_eyes and len(eye_idx) == 2:
-            for k, j in enumerate(eye_idx):
-                cols[j] = torch.cat([p_eyes[:, k], torch.zeros((T, 1), dtype=dt)], 1)
-        return torch.stack(cols, 1)
-
-    def data_term() -> tuple[torch.Tensor, torch.Tensor]:
-        lm = tl(p_shape, p_expr, pose_tensor(), p_trans)
-        uv = project(lm, torch.exp(p_logf), pos_t, width / 2, height / 2)
-        r2 = ((uv - target) ** 2).sum(-1) * norm**2  # (T, L)
-        loss = (r2 * lw).sum(1) @ vmask / (n_valid * lw.sum())
-        return loss, r2
-
-    def smooth(x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
-        if x.shape[0] < 3:
-            return x.sum() * 0
-        d1 = (x[1:] - x[:-1]).pow(2).sum() / T
-        d2 = (x[2:] - 2 * x[1:-1] + x[:-2]).pow(2).sum() / T
-        return scale * (opts.smooth1 * d1 + opts.smooth2 * d2)
-
-    def run(params: list[dict], iters: int, full: bool, frac0: float, frac1: float) -> None:
-        optim = torch.optim.Adam(params)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(optim, iters, eta_min=0.05 * params[0]["lr"])
-        for it in range(iters):
-            optim.zero_grad()
-            loss, _ = data_term()
-            # Translation in metres vs rotation in radians: scale so a 1 cm step weighs like ~0.1 rad.
-            loss = loss + smooth(p_rot) + smooth(p_trans, 100.0)
-            if full:
-                loss = loss + smooth(p_jaw) + smooth(p_expr, 0.05) + opts.shape_prior * p_shape.pow(2).sum()
-                loss = loss + (opts.expr_prior if bounded else opts.expr_prior_generic) * p_expr.pow(2).sum() / T
-                loss = loss + opts.jaw_prior * (p_jaw[:, 1:].pow(2).sum() + torch.relu(-p_jaw[:, 0]).pow(2).sum()) / T
-                if fit_eyes:
-                    loss = loss + smooth(p_eyes) + 1e-3 * p_eyes.pow(2).sum() / T
-            loss.backward()
-            optim.step()
-            sched.step()
-            if full and bounded:
-                with torch.no_grad():
-                    p_expr.clamp_(0.0, 1.0)
-            if progress is not None and it % 25 == 0:
-                progress(frac0 + (frac1 - frac0) * it / iters)
-
-    run([{"params": [p_rot], "lr": 0.01}, {"params": [p_trans], "lr": 0.002}, {"params": [p_logf], "lr": 0.01}],
-        opts.iters_rigid, False, 0.0, 0.25)
-    groups = [{"params": [p_rot], "lr": 0.005}, {"params": [p_trans], "lr": 0.001}, {"params": [p_logf], "lr": 0.005},
-              {"params": [p_shape], "lr": 0.03}, {"params": [p_expr], "lr": 0.02}, {"params": [p_jaw], "lr": 0.01}]
-    if fit_eyes:
-        groups.append({"params": [p_eyes], "lr": 0.01})
-    run(groups, opts.iters_full, True, 0.25, 1.0)
-
-    with torch.no_grad():
-        _, r2 = data_term()
-        used = lw > 0
-        rms = float(torch.sqrt(r2[:, used][vmask > 0].mean()) / norm)
-        trans_out = p_trans.numpy().copy()
-        shift = trans_out.mean(0)  # keep the head near the origin: move camera and head together
-        result = FitResult(
-            shape=p_shape.numpy().copy(), expression=p_expr.numpy().copy(), jaw=p_jaw.numpy().copy(),
-            head_rotation=p_rot.numpy().copy(), head_translation=trans_out - shift,
-            focal_px=float(torch.exp(p_logf)), position=position - shift, rms_px=rms,
-            report={"focal_init_px": float(focal0), "face_width_px": face_px, "bounded_expression": bounded},
-        )
-        if fit_eyes:
-            eyes = np.zeros((T, 2, 3))
-            eyes[:, :, :2] = p_eyes.numpy()
-            result.report["eyes"] = eyes
-    return result
-
-
-def _rodrigues_cv(rvec: np.ndarray) -> np.ndarray:
-    import cv2  # noqa: PLC0415
-
-    return cv2.Rodrigues(np.asarray(rvec, dtype=np.float64).reshape(3, 1))[0]
-
-
-def _log_rot(R: np.ndarray) -> np.ndarray:
-    import cv2  # noqa: PLC0415
-
-    return cv2.Rodrigues(np.asarray(R, dtype=np.float64))[0][:, 0]
+    return rv, tv
 
 
 def _unwrap_aa(aa: np.ndarray) -> np.ndarray:

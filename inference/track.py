@@ -74,8 +74,12 @@ def detect_video_landmarks(info: vid.VideoInfo, fps: float, max_frames: int | No
 def track_video(video_path: str | os.PathLike, head: HeadModel, fps: float, max_frames: int | None = None,
                 progress: Callable[[float, str], None] | None = None, cancelled: Callable[[], bool] | None = None,
                 task_model: str | None = None, audio_dir: str | os.PathLike | None = None,
-                fit_eyes: bool = True, options: FitOptions | None = None) -> TrackResult:
-    """Track ``video_path`` at ``fps`` onto ``head``. Raises vid.VideoError / TrackError with user-facing text."""
+                fit_eyes: bool = True, options: FitOptions | None = None,
+                focal_px: float | None = None) -> TrackResult:
+    """Track ``video_path`` at ``fps`` onto ``head``. Raises vid.VideoError / TrackError with user-facing text.
+
+    ``focal_px``: the camera's focal length in pixels of the video, when known (otherwise it is estimated).
+    """
     def say(frac: float, msg: str) -> None:
         if progress is not None:
             progress(float(min(max(frac, 0.0), 1.0)), msg)
@@ -126,7 +130,8 @@ def track_video(video_path: str | os.PathLike, head: HeadModel, fps: float, max_
         bool(np.isin([468, 473], head.lmk_ids).all())
     try:
         fit = fit_landmarks(head, lmk, valid, info.width, info.height, options, fit_eyes=use_eyes,
-                            progress=lambda f: say(0.65 + 0.35 * f, "fitting the head to the landmarks"))
+                            progress=lambda f: say(0.65 + 0.35 * f, "fitting the head to the landmarks"),
+                            focal_px=focal_px)
     except FitError as exc:
         raise TrackError(str(exc)) from exc
     t_fit = time.perf_counter() - t1

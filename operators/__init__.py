@@ -2,7 +2,7 @@
 
 import bpy
 
-from . import add_head, generate, landmarks, setup_worker, worker_client, worker_ops
+from . import add_head, generate, landmarks, personalize, setup_worker, track_video, worker_client, worker_ops
 from . import batch as batch  # scripting API: cadence.operators.batch.run_batch, …
 from . import preview as preview
 
@@ -13,6 +13,8 @@ classes: tuple = (
     landmarks.CADENCE_OT_build_landmarks,
     landmarks.CADENCE_OT_load_landmarks,
     setup_worker.CADENCE_OT_setup_worker,
+    track_video.CADENCE_OT_track_video,
+    personalize.CADENCE_OT_personalize,
 )
 
 _register, _unregister = bpy.utils.register_classes_factory(classes)

@@ -63,8 +63,10 @@ def _ensure_rig(context: bpy.types.Context, head_file: str) -> bpy.types.Object:
 
 def run_batch(audio_files: list[str], out_dir: str, per_file_blend: bool = True, head_file: str = "",
               base_blend: str = "", frame_start: int = 1, seed: int = 0, transcripts: bool = True,
-              preview: bool = False, preview_size: int = 256, stream=None) -> BatchResult:
-    """Generate a take per audio file. ``per_file_blend``: a .blend per file, else one .blend of takes."""
+              preview: bool = False, preview_size: int = 256, stream=None, persona: str = "",
+              persona_mode: str = "network") -> BatchResult:
+    """Generate a take per audio file. ``per_file_blend``: a .blend per file, else one .blend of takes.
+    ``persona``: a persona file (cadence.personalize) for head motion and upper face in that person's style."""
     stream = stream or sys.stdout
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -83,7 +85,7 @@ def run_batch(audio_files: list[str], out_dir: str, per_file_blend: bool = True,
             transcript = _transcript_for(audio) if transcripts else None
             job = generate.GenerateJob(context, {
                 "audio": audio, "transcript": transcript, "seed": seed, "lip_strength": 1.0,
-                "motion_amplitude": 1.0, "motion_speed": 1.0,
+                "motion_amplitude": 1.0, "motion_speed": 1.0, "persona": persona, "persona_mode": persona_mode,
             }, {
                 "groups": set(generate.GROUP_SETS), "frame_start": frame_start, "mode": "NEW",
                 "set_frame_range": True, "add_sound": True, "take_name": Path(audio).stem,
@@ -128,3 +130,55 @@ def _transcript_for(audio: str) -> str | None:
         text = Path(txt).read_text(encoding="utf-8", errors="replace").strip()
         return text or None
     return None
+
+
+# ------------------------------------------------------------------------------ tracking / personas
+def run_track(video: str, out_dir: str, head_file: str = "", base_blend: str = "", frame_start: int = 1,
+              show_background: bool = True, stream=None) -> str:
+    """Track ``video`` onto the scene's rig (or a new head): take, identity, camera, sound; saves and returns
+    ``OUT/<video>_track.blend``. Raises track_video.TrackVideoError / WorkerError with the reason."""
+    from . import track_video
+
+    stream = stream or sys.stdout
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    _open_base(base_blend)
+    context = bpy.context
+    _ensure_rig(context, head_file)
+    print(f"tracking {Path(video).name} ...", file=stream, flush=True)
+    job = track_video.TrackJob(context, video, {"frame_start": frame_start, "mode": "NEW",
+                                                "show_background": show_background})
+    job.run_sync()
+    report = job.apply()
+    target = out / f"{Path(video).stem}_track.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(target), check_existing=False)
+    missing = len(report.get("frames_without_face", []))
+    print(f"ok: take {report['take']!r} frames {report['frames'][0]}–{report['frames'][1]}, camera "
+          f"{report['camera']!r}{f', {missing} frames without a face' if missing else ''} "
+          f"({time.perf_counter() - t0:.1f} s) -> {target}", file=stream, flush=True)
+    for w in report.get("warnings", []):
+        print(f"warning: {w}", file=stream, flush=True)
+    return str(target)
+
+
+def run_personalize(video: str, persona_out: str, head_file: str = "", base_blend: str = "", epochs: int = 100,
+                    n_frames: int = 300, general: str = "", stream=None) -> str:
+    """Learn a persona from ``video`` (tracked in the worker) and write it to ``persona_out``; returns its path."""
+    from . import personalize
+
+    stream = stream or sys.stdout
+    t0 = time.perf_counter()
+    _open_base(base_blend)
+    context = bpy.context
+    _ensure_rig(context, head_file)
+    print(f"personalizing from {Path(video).name} ({epochs} epochs, {n_frames or 'all'} frames) ...",
+          file=stream, flush=True)
+    job = personalize.PersonalizeJob(context, video, {"persona_out": os.path.abspath(persona_out), "epochs": epochs,
+                                                      "n_frames": n_frames, "general": general})
+    job.run_sync()
+    report = job.apply()
+    loss = report.get("held_out_loss")
+    print(f"ok: persona {report['persona']} ({report.get('epochs')} epochs, held-out loss "
+          f"{'n/a' if loss is None else f'{loss:.4f}'}, {time.perf_counter() - t0:.1f} s)", file=stream, flush=True)
+    return report["persona"]

@@ -2,21 +2,21 @@
 
 The work runs in the worker process. `GenerateJob` holds one request from submission to the keys
 being written; the modal UI path polls it from a timer, the synchronous path (background mode,
-scripts, `execute()`) drives the same object in a loop, so both write identical keys.
-Nothing touches the scene until the worker's result is complete and validated.
+scripts, `execute()`) drives the same object in a loop, so both write identical keys (the shared
+machinery is in `worker_job`). Nothing touches the scene until the result is complete and valid.
 """
 
 from __future__ import annotations
 
 import os
-import time
 
 import bpy
 
 from ..inference.protocol import ChannelError, Channels
-from . import keyframes, worker_client
+from . import keyframes
 from . import rig as rig_mod
 from .sound import add_sound_strip
+from .worker_job import JobFailed, ModalJobOperator, WorkerJob
 
 # What the user picks -> channel groups of the take.
 GROUP_SETS = {
@@ -28,12 +28,15 @@ GROUP_SETS = {
 AUDIO_EXTENSIONS = ".wav;.flac;.ogg;.mp3;.m4a;.aac;.opus;.webm;.mp4;.mov;.mkv"
 
 
-class GenerateError(RuntimeError):
+class GenerateError(JobFailed):
     """A problem the user can act on; the message is shown as is."""
 
 
-class GenerateJob:
-    """One generation request: submit to the worker, follow progress, then apply the take."""
+class GenerateJob(WorkerJob):
+    """One generation request: validated up front, then the take is applied from the result."""
+
+    kind = "generate"
+    error_type = GenerateError
 
     def __init__(self, context: bpy.types.Context, params: dict, options: dict):
         rig = rig_mod.find_rig(context.active_object)
@@ -49,64 +52,27 @@ class GenerateJob:
                 "This rig's head model file is missing from Cadence's cache "
                 f"({head_file or 'not recorded'}); add the head again with Cadence."
             )
+        if params.get("persona"):
+            persona = bpy.path.abspath(params["persona"])
+            if not os.path.isfile(persona):
+                raise GenerateError(f"Persona file not found: {persona} (make one with Personalize)")
+            params = dict(params, persona=persona)
         scene = context.scene
-        self.scene_name = scene.name
         self.rig_name = rig.name
         self.options = options
-        self.params = dict(params, audio=audio, head_file=head_file,
-                           fps=scene.render.fps / scene.render.fps_base)
-        self.client = worker_client.get_client(context)
-        self.job_id: str | None = None
-        self.fraction = 0.0
-        self.message = "Starting"
-        self.result: dict | None = None
-        self.error: str | None = None
-
-    # -- worker side -------------------------------------------------------------------------
-    def submit(self) -> None:
-        self.job_id = self.client.submit("generate", self.params)
-
-    def poll(self) -> bool:
-        """Process worker events; True once the job has ended (result or error)."""
-        for event in self.client.poll(self.job_id):
-            if event.get("id") not in (None, self.job_id):
-                continue
-            kind = event.get("type")
-            if kind == "progress":
-                self.fraction = float(event.get("fraction", self.fraction))
-                self.message = event.get("message", self.message)
-            elif kind == "result":
-                self.result = event.get("data", {})
-            elif kind == "error":
-                self.error = event.get("message", "The worker reported an error")
-        if self.result is None and self.error is None and not self.client.is_alive():
-            self.error = "The Cadence worker stopped unexpectedly; nothing was written. Try again."
-        return self.result is not None or self.error is not None
-
-    def cancel(self) -> None:
-        if self.job_id is not None:
-            self.client.cancel(self.job_id)
-
-    def run_sync(self, timeout: float | None = None) -> None:
-        self.submit()
-        start = time.monotonic()
-        while not self.poll():
-            if timeout is not None and time.monotonic() - start > timeout:
-                self.cancel()
-                raise GenerateError(f"Generation took longer than {timeout:.0f} s and was cancelled")
-            time.sleep(0.02)
+        super().__init__(context, dict(params, audio=audio, head_file=head_file,
+                                       fps=scene.render.fps / scene.render.fps_base))
 
     # -- Blender side ------------------------------------------------------------------------
     def apply(self) -> dict:
         """Write the finished take into the scene (or raise GenerateError, touching nothing)."""
-        if self.error is not None:
-            raise GenerateError(self.error)
+        result = self.checked_result()
         scene = bpy.data.scenes.get(self.scene_name)
         rig = bpy.data.objects.get(self.rig_name)
         if scene is None or rig is None or rig_mod.find_rig(rig) is None:
             raise GenerateError("The Cadence rig was deleted while generating; nothing was written.")
         try:
-            channels = Channels.load(self.result["channels_file"])
+            channels = Channels.load(result["channels_file"])
         except (KeyError, ChannelError) as exc:
             raise GenerateError(f"The worker returned an unreadable take: {exc}") from exc
         if tuple(channels.expr_names) != tuple(rig_mod.rig_model_info(rig).get("expr_names", ())):
@@ -127,7 +93,7 @@ class GenerateJob:
             scene.frame_start, scene.frame_end = frame_start, last
         if opts.get("add_sound"):
             add_sound_strip(scene, self.params["audio"], frame_start)
-        report.update(frames=(frame_start, last), engine=self.result.get("engine", ""))
+        report.update(frames=(frame_start, last), engine=result.get("engine", ""))
         return report
 
 
@@ -143,11 +109,11 @@ def _params_from(op) -> dict:
     return {
         "audio": op.filepath, "transcript": op.transcript.strip() or None, "seed": op.seed,
         "lip_strength": op.lip_strength, "motion_amplitude": op.motion_amplitude,
-        "motion_speed": op.motion_speed,
+        "motion_speed": op.motion_speed, "persona": op.persona, "persona_mode": op.persona_mode,
     }
 
 
-class CADENCE_OT_generate(bpy.types.Operator):
+class CADENCE_OT_generate(ModalJobOperator, bpy.types.Operator):
     """Animate the selected Cadence head from a voice recording"""
 
     bl_idname = "cadence.generate"
@@ -174,6 +140,15 @@ class CADENCE_OT_generate(bpy.types.Operator):
         default="NEW",
     )
     take_name: bpy.props.StringProperty(name="Take Name", description="Empty: the audio file's name")
+    persona: bpy.props.StringProperty(
+        name="Persona", subtype="FILE_PATH",
+        description="Persona file (from Personalize): head motion and upper face in that person's style",
+    )
+    persona_mode: bpy.props.EnumProperty(
+        name="Persona Mode", items=[("network", "Network", "The persona network's smoothed prediction"),
+                                    ("retrieve", "Retrieve", "Replay the person's own recorded poses")],
+        default="network",
+    )
     set_frame_range: bpy.props.BoolProperty(name="Set Frame Range", default=True)
     add_sound: bpy.props.BoolProperty(name="Add Sound Strip", default=True)
     reduce_tolerance: bpy.props.FloatProperty(
@@ -181,89 +156,18 @@ class CADENCE_OT_generate(bpy.types.Operator):
         description="Drop keys while the curve stays within this error (0: key every frame)",
     )
 
-    _job: GenerateJob | None = None
-    _timer = None
+    errors = (GenerateError,)
+    verb = "Generation"
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
         return rig_mod.find_rig(context.active_object) is not None
 
-    def _fail(self, context: bpy.types.Context, message: str, level: str = "ERROR") -> set[str]:
-        context.scene.cadence.last_error = message
-        context.scene.cadence.running = False
-        self.report({level}, message)
-        return {"CANCELLED"}
+    def make_job(self, context: bpy.types.Context) -> GenerateJob:
+        return GenerateJob(context, _params_from(self), _options_from(self))
 
-    def _finish(self, context: bpy.types.Context, job: GenerateJob, level: str = "ERROR") -> set[str]:
-        try:
-            report = job.apply()
-        except (GenerateError, keyframes.KeyframeError) as exc:
-            return self._fail(context, str(exc), level)
-        settings = context.scene.cadence
-        settings.last_error, settings.running, settings.progress = "", False, 1.0
-        settings.status = f"Wrote take frames {report['frames'][0]}–{report['frames'][1]}"
-        self.report({"INFO"}, settings.status)
-        return {"FINISHED"}
-
-    def execute(self, context: bpy.types.Context) -> set[str]:
-        # Scripts and background mode: an ERROR report would raise in the caller, so the synchronous
-        # path reports a warning and returns {'CANCELLED'}; the message is in scene.cadence.last_error.
-        try:
-            job = GenerateJob(context, _params_from(self), _options_from(self))
-            job.run_sync()
-        except (GenerateError, worker_client.WorkerError) as exc:
-            return self._fail(context, str(exc), level="WARNING")
-        return self._finish(context, job, level="WARNING")
-
-    def invoke(self, context: bpy.types.Context, event) -> set[str]:
-        if bpy.app.background:  # no event loop: timers and modal events never fire
-            return self.execute(context)
-        try:
-            self._job = GenerateJob(context, _params_from(self), _options_from(self))
-            self._job.submit()
-        except (GenerateError, worker_client.WorkerError) as exc:
-            return self._fail(context, str(exc))
-        settings = context.scene.cadence
-        settings.running, settings.progress, settings.status, settings.last_error = True, 0.0, "Starting", ""
-        wm = context.window_manager
-        self._timer = wm.event_timer_add(0.1, window=context.window)
-        wm.modal_handler_add(self)
-        wm.progress_begin(0, 100)
-        return {"RUNNING_MODAL"}
-
-    def modal(self, context: bpy.types.Context, event) -> set[str]:
-        job = self._job
-        if event.type == "ESC":
-            job.cancel()
-            self._end_modal(context)
-            context.scene.cadence.status = "Cancelled"
-            self.report({"WARNING"}, "Cadence generation cancelled; nothing was written")
-            return {"CANCELLED"}
-        if event.type != "TIMER":
-            return {"PASS_THROUGH"}
-        try:
-            done = job.poll()
-        except worker_client.WorkerError as exc:
-            self._end_modal(context)
-            return self._fail(context, str(exc))
-        settings = context.scene.cadence
-        settings.progress, settings.status = job.fraction, job.message
-        context.window_manager.progress_update(int(100 * job.fraction))
-        for area in context.screen.areas if context.screen else ():
-            if area.type == "VIEW_3D":
-                area.tag_redraw()
-        if not done:
-            return {"PASS_THROUGH"}
-        self._end_modal(context)
-        return self._finish(context, job)
-
-    def _end_modal(self, context: bpy.types.Context) -> None:
-        wm = context.window_manager
-        if self._timer is not None:
-            wm.event_timer_remove(self._timer)
-            self._timer = None
-        wm.progress_end()
-        context.scene.cadence.running = False
+    def done_message(self, report: dict) -> str:
+        return f"Wrote take frames {report['frames'][0]}–{report['frames'][1]}"
 
 
 classes = (CADENCE_OT_generate,)

@@ -24,6 +24,12 @@ LENS_MM = 60.0
 SKIN = (0.80, 0.60, 0.50, 1.0)
 
 
+# MediaPipe's inner lip rings. On a closed mouth a ray through the lip seam cannot tell the upper lip from
+# the lower; tracking must have these on the right lip, or an opening jaw drags the upper lip's points.
+UPPER_INNER_LIP = (191, 80, 81, 82, 13, 312, 311, 310, 415, 183, 42, 41, 38, 12, 268, 271, 272, 407)
+LOWER_INNER_LIP = (95, 88, 178, 87, 14, 317, 402, 318, 324, 96, 89, 179, 86, 15, 316, 403, 319, 325)
+
+
 class LandmarkError(RuntimeError):
     """Building or loading a landmark embedding failed for a reason the user can act on."""
 
@@ -58,8 +64,9 @@ class ViewCamera:
 
 
 def frame_camera(verts: np.ndarray, size: int = RENDER_SIZE, yaw_deg: float = 0.0, centre: np.ndarray | None = None,
-                 extent: float | None = None, fill: float = 0.8) -> ViewCamera:
-    """A camera facing the head (+Z in model space), turned ``yaw_deg`` about the vertical axis.
+                 extent: float | None = None, fill: float = 0.8, pitch_deg: float = 0.0) -> ViewCamera:
+    """A camera facing the head (+Z in model space), turned ``yaw_deg`` about the vertical axis and
+    raised ``pitch_deg`` (positive: looking down at the face).
 
     It frames ``extent`` metres around ``centre`` (default: the whole head) to ``fill`` of the frame.
     """
@@ -69,8 +76,10 @@ def frame_camera(verts: np.ndarray, size: int = RENDER_SIZE, yaw_deg: float = 0.
     focal_px = LENS_MM / 36.0 * size  # Blender's default sensor (36 mm) spans the (square) frame
     # Distance at which ``extent`` fills ``fill`` of the frame at the head's front.
     dist = extent / fill * focal_px / size + max(hi[2] - centre[2], 0.0)
-    yaw = math.radians(yaw_deg)
-    rot = np.array([[math.cos(yaw), 0.0, math.sin(yaw)], [0.0, 1.0, 0.0], [-math.sin(yaw), 0.0, math.cos(yaw)]])
+    yaw, pitch = math.radians(yaw_deg), -math.radians(pitch_deg)
+    rot_y = np.array([[math.cos(yaw), 0.0, math.sin(yaw)], [0.0, 1.0, 0.0], [-math.sin(yaw), 0.0, math.cos(yaw)]])
+    rot_x = np.array([[1.0, 0.0, 0.0], [0.0, math.cos(pitch), -math.sin(pitch)], [0.0, math.sin(pitch), math.cos(pitch)]])
+    rot = rot_y @ rot_x
     position = centre + rot @ np.array([0.0, 0.0, dist])
     return ViewCamera(rotation=rot, position=position, focal_px=focal_px, width=size, height=size)
 
@@ -237,31 +246,115 @@ def cast_view(bvh: BVHTree, cam: ViewCamera, lmk: np.ndarray) -> tuple[np.ndarra
     return points, ok
 
 
+def _reprojection_cost(points: np.ndarray, views: list[tuple[ViewCamera, np.ndarray]], cap_px: float) -> np.ndarray:
+    """Per landmark, the summed squared pixel error of ``points`` (N, 3) over the views, each view capped at
+    ``cap_px`` (a detector outlier in one view, e.g. a point on the far silhouette, cannot dominate)."""
+    cost = np.zeros(len(points))
+    for cam, lmk in views:
+        err = ((cam.project(points) - lmk[:, :2]) ** 2).sum(1)
+        cost += np.minimum(err, cap_px**2)
+    return cost
+
+
+def solve_points(bvh: BVHTree, views: list[tuple[ViewCamera, np.ndarray]], cap_px: float = 8.0,
+                 iters: int = 4) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Surface points (478, 3) whose projections best match the detections in ALL views, a found mask and
+    each point's RMS reprojection error over the views (pixels): how rigidly the detector holds the point
+    to the surface across poses, which the tracker uses to weight it.
+
+    Starts from the best of the views' ray hits (the hit of each view, scored in every view), then takes
+    Gauss-Newton steps on the summed reprojection error, each snapped back onto the surface and kept only
+    when it lowers the error: the embedding reflects where the detector puts a point across poses, not
+    only in one view.
+    """
+    hits = [cast_view(bvh, cam, lmk) for cam, lmk in views]
+    best = np.zeros((N_MEDIAPIPE, 3))
+    best_cost = np.full(N_MEDIAPIPE, np.inf)
+    for points, ok in hits:
+        cost = np.where(ok, _reprojection_cost(points, views, cap_px), np.inf)
+        better = cost < best_cost
+        best[better], best_cost[better] = points[better], cost[better]
+    found = np.isfinite(best_cost)
+    eps = 1e-5
+    for _ in range(iters):
+        jtj = np.zeros((N_MEDIAPIPE, 3, 3))
+        jtr = np.zeros((N_MEDIAPIPE, 3))
+        for cam, lmk in views:
+            uv = cam.project(best)
+            r = uv - lmk[:, :2]
+            inlier = (r**2).sum(1) < cap_px**2
+            jac = np.stack([(cam.project(best + eps * e) - uv) / eps for e in np.eye(3)], 2)  # (N, 2, 3)
+            jac[~inlier] = 0.0
+            jtj += np.einsum("nki,nkj->nij", jac, jac)
+            jtr += np.einsum("nki,nk->ni", jac, r)
+        damp = 1e-3 * np.trace(jtj, axis1=1, axis2=2)[:, None, None] * np.eye(3) + 1e-9 * np.eye(3)
+        step = -np.linalg.solve(jtj + damp, jtr[..., None])[..., 0]
+        trial = best.copy()
+        for n in np.flatnonzero(found):
+            loc, _normal, _face, _dist = bvh.find_nearest(Vector(best[n] + step[n]))
+            if loc is not None:
+                trial[n] = loc
+        cost = _reprojection_cost(trial, views, cap_px)
+        better = found & (cost < best_cost)
+        if not better.any():
+            break
+        best[better], best_cost[better] = trial[better], cost[better]
+    return best, found, np.sqrt(np.where(found, best_cost, 0.0) / len(views))
+
+
+def _lip_trees(model: HeadModel, verts: np.ndarray) -> dict[int, tuple[BVHTree, np.ndarray]]:
+    """Landmark id -> (BVH of the upper or lower lip side, its face indices) for the inner lip rings.
+
+    The sides are told apart by the jaw's skinning weight; a head without a jaw joint gets none.
+    """
+    if "jaw" not in model.joint_names:
+        return {}
+    w_jaw = model.weights[:, list(model.joint_names).index("jaw")]
+    lower = w_jaw[model.faces].mean(1) > 0.5
+    out: dict[int, tuple[BVHTree, np.ndarray]] = {}
+    for ids, mask in ((UPPER_INNER_LIP, ~lower), (LOWER_INNER_LIP, lower)):
+        subset = np.flatnonzero(mask)
+        if len(subset) < 4:
+            return {}
+        tree = BVHTree.FromPolygons(verts.tolist(), model.faces[subset].tolist(), all_triangles=True)
+        out.update({i: (tree, subset) for i in ids})
+    return out
+
+
 def embed(model: HeadModel, verts: np.ndarray, views: list[tuple[ViewCamera, np.ndarray]],
           bvh: BVHTree | None = None) -> HeadModel:
-    """A copy of ``model`` with the landmarks of each view (camera, (478, 3) pixels + depth) cast onto ``verts``.
-
-    With several views a landmark's point is the mean of its per-view points, snapped onto the surface.
+    """A copy of ``model`` with the landmarks detected in each view (camera, (478, 3) pixels + depth) embedded
+    on ``verts``: one view casts rays; several solve, per landmark, for the surface point that best matches
+    the detections of all views (``solve_points``).
     """
     faces = model.faces
     bvh = bvh or BVHTree.FromPolygons(verts.tolist(), faces.tolist(), all_triangles=True)
-    sums, counts = np.zeros((N_MEDIAPIPE, 3)), np.zeros(N_MEDIAPIPE)
+    checked = []
     for cam, lmk in views:
         lmk = np.asarray(lmk, dtype=np.float64)
         if lmk.shape != (N_MEDIAPIPE, 3) or not np.all(np.isfinite(lmk)):
             raise LandmarkError(f"the landmark detector returned an array of shape {lmk.shape}, not (478, 3)")
-        points, ok = cast_view(bvh, cam, lmk)
-        sums[ok] += points[ok]
-        counts[ok] += 1
-    keep = np.flatnonzero(counts > 0)
+        checked.append((cam, lmk))
+    extra = {}
+    if len(checked) == 1:
+        points, found = cast_view(bvh, *checked[0])
+    else:
+        points, found, rms = solve_points(bvh, checked)
+        # Relative to the face's size in the renders, so the tracker can compare it with any video.
+        face = float(np.median([np.ptp(lmk[:, 0]) for _cam, lmk in checked]))
+        extra["lmk_rms_rel"] = [round(float(x), 5) for x in rms[found] / max(face, 1.0)]
+    keep = np.flatnonzero(found)
     if len(keep) < 100:
         raise LandmarkError(f"only {len(keep)} of {N_MEDIAPIPE} landmarks landed on the head's surface; "
                             "is the head's front facing +Z (FLAME axes)?")
-    points = sums[keep] / counts[keep, None]
+    points = points[keep]
+    trees = _lip_trees(model, verts)
     face_idx = np.zeros(len(keep), dtype=np.int64)
-    for n, p in enumerate(points):  # snap onto the surface (a mean of hits may lie just off it)
-        loc, _normal, face, _dist = bvh.find_nearest(Vector(p))
-        points[n], face_idx[n] = loc, face
+    for n, (i, p) in enumerate(zip(keep, points)):  # the triangle of each point (on the surface up to round-off)
+        tree, subset = trees.get(int(i), (bvh, None))
+        loc, _normal, face, _dist = tree.find_nearest(Vector(p))
+        points[n], face_idx[n] = loc, face if subset is None else subset[face]
     bary = barycentric(verts, faces, face_idx, points)
+    how = "render" if len(checked) == 1 else f"render ({len(checked)} views, detector-calibrated)"
     return dataclasses.replace(model, lmk_faces=face_idx, lmk_bary=bary, lmk_ids=keep.astype(np.int64),
-                               lmk_scheme=SCHEME, meta={**model.meta, "landmarks_from": "render"})
+                               lmk_scheme=SCHEME, meta={**{k: v for k, v in model.meta.items() if k != "lmk_rms_rel"}, "landmarks_from": how, **extra})

@@ -1,10 +1,13 @@
 """Landmark embedding (MediaPipe 478 points) for any FLAME-format head, built from a render or loaded.
 
-The default head has its embedding by construction. For any other head Cadence renders the neutral
-head (current identity, expression 0, rest pose) frontally in a temporary scene, has the worker
-detect MediaPipe landmarks on the render, casts a ray from the camera through each landmark's pixel
-onto the model's own triangles (model space) and stores triangle index + barycentric coordinates
-(the geometry is in landmark_render.py). The user's scene is never touched: everything rendered lives
+Tracking needs the points where THE DETECTOR puts each landmark on this head, which is not where a
+by-construction embedding (the default head's) puts them: MediaPipe's nose bridge, for one, sits
+~1 cm lower on the default head, a bias a fit reads as the head pitched down. So every head (the
+default one too) gets a detector-calibrated embedding once: Cadence renders the neutral head
+(current identity, expression 0, rest pose) from several views (yaw 0, ±20, ±35; pitch ±15) in a
+temporary scene, has the worker detect MediaPipe landmarks on each render and solves, per landmark,
+for the surface point whose projections best match the detections in all views (model space;
+triangle index + barycentric coordinates; the geometry is in landmark_render.py). The user's scene is never touched: everything rendered lives
 in a scene of its own that is removed, with all its data, afterwards. The result is a sibling of the
 rig's cached model, heads/<hash>_mp478.npz, recorded in rig["cadence"]["model_file"]; the model hash
 is unchanged (it ignores landmarks).
@@ -36,8 +39,10 @@ from .landmark_render import (  # noqa: F401 - re-exported: the module's public 
     render_view,
 )
 
-# Yaw of the detailed views (degrees); a landmark's final point is the mean of its points over the views.
-DEFAULT_VIEWS = (0.0,)
+# (yaw, pitch) of the detailed views in degrees: the poses a tracked face typically takes.
+DEFAULT_VIEWS = ((0.0, 0.0), (-20.0, 0.0), (20.0, 0.0), (-35.0, 0.0), (35.0, 0.0), (0.0, 15.0), (0.0, -15.0))
+FRONTAL_VIEWS = ((0.0, 0.0),)
+CALIBRATED = "calibrated"  # marks a multi-view embedding in the model's meta["landmarks"]
 FACE_FILL = 0.6  # the face's larger extent over the frame in the detailed pass
 
 
@@ -102,29 +107,34 @@ def detect_landmarks(context: bpy.types.Context, image: str, timeout: float = 18
 
 def build_from_render(rig: bpy.types.Object, context: bpy.types.Context, views=DEFAULT_VIEWS,
                       size: int = RENDER_SIZE) -> str:
-    """Render the rig's neutral head, detect, ray-cast, store; returns the new model file.
+    """Render the rig's neutral head, detect, embed, store; returns the new model file.
 
-    Pass 1 renders the whole head to find the face; pass 2 renders the face filling most of the frame
-    (MediaPipe's landmark model sees a 192 px crop: a small face loses detail) from each view's yaw.
+    ``views``: (yaw, pitch) pairs in degrees (a bare number is a yaw). Pass 1 renders the whole head to
+    find the face; pass 2 renders the face filling most of the frame (MediaPipe's landmark model sees a
+    192 px crop: a small face loses detail) from each view. The frontal view is required; a turned view
+    in which no face is found is skipped.
     """
     model, info = _rig_model(rig)
     shape = np.asarray(info.get("shape", []), dtype=np.float64)
     verts = model.shaped(shape=shape if shape.size else None)
     bvh = BVHTree.FromPolygons(verts.tolist(), model.faces.tolist(), all_triangles=True)
+    views = [(float(v), 0.0) if np.isscalar(v) else (float(v[0]), float(v[1])) for v in views]
     found = []
     with tempfile.TemporaryDirectory(prefix="cadence-lmk-") as tmp:
         cam = frame_camera(verts, size=size)
         lmk = detect_landmarks(context, render_view(verts, model.faces, cam, os.path.join(tmp, "head.png")))
         centre, extent = face_framing(bvh, cam, lmk)
-        for yaw in views:
-            cam = frame_camera(verts, size=size, yaw_deg=yaw, centre=centre, extent=extent, fill=FACE_FILL)
-            image = render_view(verts, model.faces, cam, os.path.join(tmp, f"face_{yaw:+.0f}.png"))
+        for yaw, pitch in views:
+            cam = frame_camera(verts, size=size, yaw_deg=yaw, pitch_deg=pitch, centre=centre, extent=extent,
+                               fill=FACE_FILL)
+            image = render_view(verts, model.faces, cam, os.path.join(tmp, f"face_{yaw:+.0f}_{pitch:+.0f}.png"))
             try:
                 found.append((cam, detect_landmarks(context, image)))
             except LandmarkError:
-                if yaw == 0.0:  # the frontal view is required; turned views only refine it
+                if yaw == 0.0 and pitch == 0.0:  # the frontal view is required; other views refine it
                     raise
-    return _store(rig, embed(model, verts, found, bvh), context, "built from render")
+    how = f"built from render ({len(found)} views, {CALIBRATED})" if len(found) > 1 else "built from render"
+    return _store(rig, embed(model, verts, found, bvh), context, how)
 
 
 def load_from_file(rig: bpy.types.Object, context: bpy.types.Context, filepath: str) -> str:
@@ -150,15 +160,25 @@ def load_from_file(rig: bpy.types.Object, context: bpy.types.Context, filepath: 
     return _store(rig, embedded, context, f"loaded from {path}")
 
 
+def is_tracking_ready(model: HeadModel) -> bool:
+    """An embedding the tracker can trust: detector-calibrated from renders, or a file the user loaded."""
+    how = str(model.meta.get("landmarks", ""))
+    return has_embedding(model) and (CALIBRATED in how or how.startswith("loaded"))
+
+
 def ensure_landmark_embedding(rig: bpy.types.Object, context: bpy.types.Context) -> str:
-    """Path of a HeadModel .npz for ``rig`` with a mediapipe478 embedding, building one if there is none."""
+    """Path of a HeadModel .npz for ``rig`` with a detector-calibrated mediapipe478 embedding.
+
+    A loaded embedding file is used as is. Otherwise the calibrated embedding is cached per head hash
+    (heads/<hash>_mp478.npz) and built once (a few seconds: seven renders + detections) when missing,
+    also for the default head, whose by-construction embedding is biased against the detector.
+    """
     if rig_mod.find_rig(rig) is not rig:
         raise LandmarkError(f"{getattr(rig, 'name', rig)!r} is not a Cadence rig")
     model, _info = _rig_model(rig)
     meta = rig["cadence"]
-    if has_embedding(model):
-        if "landmarks" not in meta:
-            meta["landmarks"] = "by construction" if "landmarks_from" not in model.meta else "loaded"
+    if is_tracking_ready(model):
+        meta["landmarks"] = str(model.meta.get("landmarks"))
         return str(meta["model_file"])
     sibling = embedding_path(model, context, str(meta.get("model_hash", "")))
     if os.path.isfile(sibling):  # built before for this model (e.g. for another rig of the same head)
@@ -166,9 +186,9 @@ def ensure_landmark_embedding(rig: bpy.types.Object, context: bpy.types.Context)
             cached = HeadModel.load(sibling)
         except HeadModelError:
             cached = None
-        if cached is not None and has_embedding(cached) and cached.content_hash() == model.content_hash():
+        if cached is not None and is_tracking_ready(cached) and cached.content_hash() == model.content_hash():
             meta["model_file"] = sibling
-            meta["landmarks"] = str(cached.meta.get("landmarks", "built from render"))
+            meta["landmarks"] = str(cached.meta.get("landmarks"))
             return sibling
     return build_from_render(rig, context)
 
@@ -192,8 +212,9 @@ class CADENCE_OT_build_landmarks(bpy.types.Operator):
     bl_options = {"REGISTER", "UNDO"}
 
     turned_views: bpy.props.BoolProperty(
-        name="Turned Views", default=False,
-        description="Also render the head turned ±20° and average (slower, can be steadier on unusual heads)",
+        name="Turned Views", default=True,
+        description="Calibrate from seven views (yaw 0, ±20, ±35; pitch ±15) so the points match the detector "
+        "across head poses, as tracking needs; off: one frontal view (faster, for a quick look)",
     )
 
     @classmethod
@@ -209,7 +230,7 @@ class CADENCE_OT_build_landmarks(bpy.types.Operator):
 
     def _run(self, context: bpy.types.Context, level: str) -> set[str]:
         rig = rig_mod.find_rig(context.active_object)
-        views = (0.0, -20.0, 20.0) if self.turned_views else DEFAULT_VIEWS
+        views = DEFAULT_VIEWS if self.turned_views else FRONTAL_VIEWS
         try:
             path = build_from_render(rig, context, views=views)
         except (LandmarkError, rig_mod.RigError) as exc:

@@ -15,6 +15,20 @@ class CADENCE_SceneSettings(bpy.types.PropertyGroup):
     )
     replace: bpy.props.BoolProperty(name="Replace Take", default=False,
                                     description="Replace Cadence keys instead of adding a new take")
+    # Personalization: a video of the person -> tracked take + camera, and a persona for generation.
+    video_path: bpy.props.StringProperty(name="Video", subtype="FILE_PATH",
+                                         description="Video of the person talking (to track / personalize)")
+    show_video_background: bpy.props.BoolProperty(name="Video Behind Camera", default=True,
+                                                  description="Show the tracked video as the camera's background")
+    persona_epochs: bpy.props.IntProperty(name="Epochs", default=100, min=1, soft_max=500,
+                                          description="Training passes when learning the persona")
+    use_persona: bpy.props.BoolProperty(name="Use Persona", default=False,
+                                        description="Generate head motion in the style of the rig's persona")
+    persona_mode: bpy.props.EnumProperty(
+        name="Persona Mode", items=[("network", "Network", "The persona network's smoothed prediction"),
+                                    ("retrieve", "Retrieve", "Replay the person's own recorded poses")],
+        default="network",
+    )
     # Status of the running job (written by the operators, shown by the panel).
     running: bpy.props.BoolProperty(name="Running", default=False, options={"SKIP_SAVE"})
     progress: bpy.props.FloatProperty(name="Progress", default=0.0, min=0.0, max=1.0, subtype="FACTOR")

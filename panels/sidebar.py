@@ -46,6 +46,12 @@ class CADENCE_PT_main(bpy.types.Panel):
         op.motion_speed = settings.motion_speed
         op.frame_start = context.scene.frame_current if settings.use_current_frame else context.scene.frame_start
         op.mode = "REPLACE" if settings.replace else "NEW"
+        persona = _rig_persona(rig)
+        if settings.use_persona and persona:
+            op.persona = persona
+            op.persona_mode = settings.persona_mode
+
+        _draw_personalize(layout, context, settings, rig, persona)
 
         if settings.running:
             layout.progress(factor=settings.progress, type="BAR", text=settings.status or "Working…")
@@ -57,6 +63,39 @@ class CADENCE_PT_main(bpy.types.Panel):
             err.alert = True
             for i, line in enumerate(_wrap(settings.last_error, 48)):
                 err.label(text=line, icon="ERROR" if i == 0 else "BLANK1")
+
+
+def _rig_persona(rig) -> str:
+    if rig is None:
+        return ""
+    return str(rig["cadence"].get("persona", "") or "")
+
+
+def _draw_personalize(layout, context: bpy.types.Context, settings, rig, persona: str) -> None:
+    """The "Personalize" box: track a video of the person, learn their persona, use it when generating."""
+    box = layout.box()
+    box.label(text="Personalize", icon="OUTLINER_OB_CAMERA")
+    box.prop(settings, "video_path")
+    box.prop(settings, "show_video_background")
+    ready = rig is not None and not settings.running and bool(settings.video_path)
+    row = box.row(align=True)
+    row.enabled = ready
+    op = row.operator("cadence.track_video", icon="TRACKING")
+    op.filepath = settings.video_path
+    op.show_background = settings.show_video_background
+    op.frame_start = context.scene.frame_start
+    op = row.operator("cadence.personalize", icon="USER")
+    op.filepath = settings.video_path
+    op.epochs = settings.persona_epochs
+    box.prop(settings, "persona_epochs")
+    row = box.row(align=True)
+    row.enabled = bool(persona)
+    row.prop(settings, "use_persona")
+    row.prop(settings, "persona_mode", text="")
+    if persona:
+        box.label(text=f"Persona: {bpy.path.basename(persona)}", icon="CHECKMARK")
+    elif rig is not None:
+        box.label(text="No persona yet for this head", icon="INFO")
 
 
 def _wrap(text: str, width: int) -> list[str]:

@@ -135,7 +135,7 @@ def test_ui_path_and_headless_path_write_the_same_keys(cadence, rig, wav):
         np.testing.assert_allclose(sync_head[k], modal_head[k], atol=1e-6)
 
 
-@pytest.mark.parametrize("case", ["missing", "text_as_wav", "empty", "zero_length"])
+@pytest.mark.parametrize("case", ["missing", "text_as_wav", "empty", "zero_length", "silence", "truncated_mp3"])
 def test_bad_audio_leaves_scene_unchanged(rig, tmp_path, case):
     import bpy
 
@@ -146,11 +146,41 @@ def test_bad_audio_leaves_scene_unchanged(rig, tmp_path, case):
         path.write_bytes(b"")
     elif case == "zero_length":
         sf.write(path, np.zeros(0, dtype=np.float32), SR)
+    elif case == "silence":
+        sf.write(path, np.zeros(2 * SR, dtype=np.float32), SR)
+    elif case == "truncated_mp3":
+        full = tmp_path / "full.mp3"
+        sf.write(full, voiced_bursts(), SR, format="MP3")
+        path = tmp_path / "bad.mp3"
+        path.write_bytes(full.read_bytes()[:64])
     before = _snapshot(rig)
     assert bpy.ops.cadence.generate(filepath=str(path)) == {"CANCELLED"}
     assert _snapshot(rig) == before
     msg = bpy.context.scene.cadence.last_error
     assert msg and "Traceback" not in msg, msg
+    if case == "silence":
+        assert "silent" in msg
+
+
+def test_container_without_ffmpeg_names_what_to_install(cadence, rig, wav, tmp_path, monkeypatch):
+    """An m4a needs ffmpeg; a worker that has none says so (and the scene stays as it was)."""
+    import subprocess
+
+    import bpy
+    import imageio_ffmpeg
+
+    m4a = tmp_path / "line.m4a"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-i", wav, str(m4a)], check=True)
+    monkeypatch.setenv("CADENCE_FFMPEG", "")
+    cadence.operators.worker_client.shutdown_client()  # the next job starts a worker without ffmpeg
+    try:
+        before = _snapshot(rig)
+        assert bpy.ops.cadence.generate(filepath=str(m4a)) == {"CANCELLED"}
+        assert _snapshot(rig) == before
+        assert "ffmpeg" in bpy.context.scene.cadence.last_error
+    finally:
+        monkeypatch.delenv("CADENCE_FFMPEG")
+        cadence.operators.worker_client.shutdown_client()
 
 
 def test_rig_deleted_during_job(cadence, rig, wav):

@@ -125,7 +125,8 @@ def test_embedding_from_render_matches_the_constructed_one(cadence, truth):
 
     assert _snapshot() == before
     assert path.endswith(f"{truth.content_hash()}_mp478.npz") and path != plain_file
-    assert rig["cadence"]["model_file"] == path and rig["cadence"]["landmarks"] == "built from render"
+    assert rig["cadence"]["model_file"] == path and "calibrated" in rig["cadence"]["landmarks"]
+    assert rig["cadence"]["landmarks"].startswith("built from render (7 views")
     built = HeadModel.load(path)
     assert built.lmk_scheme == "mediapipe478" and built.content_hash() == rig["cadence"]["model_hash"]
     assert len(built.lmk_ids) >= 400 and set(built.lmk_ids.tolist()) <= set(range(478))
@@ -158,19 +159,33 @@ def test_embedding_from_render_matches_the_constructed_one(cadence, truth):
         assert lm.ensure_landmark_embedding(rig, bpy.context) == path
         rig2 = _rig_for(cadence, stripped)  # another rig of the same head reuses the cached embedding
         assert lm.ensure_landmark_embedding(rig2, bpy.context) == path
-        assert rig2["cadence"]["landmarks"] == "built from render"
+        assert rig2["cadence"]["landmarks"] == rig["cadence"]["landmarks"]
     finally:
         lm.render_view = lm_render
 
 
-def test_default_head_is_embedded_by_construction(cadence, clean_scene):
+def test_default_head_gets_a_detector_calibrated_embedding(cadence, clean_scene, tmp_path):
+    """The default head's by-construction embedding is biased against MediaPipe: tracking gets a calibrated one."""
     import bpy
 
-    assert bpy.ops.cadence.add_head() == {"FINISHED"}
-    rig = bpy.context.active_object
-    path = rig["cadence"]["model_file"]
-    assert cadence.operators.landmarks.ensure_landmark_embedding(rig, bpy.context) == path
-    assert rig["cadence"]["landmarks"] == "by construction"
+    HeadModel = cadence.inference.head_model.HeadModel
+    prefs = cadence.panels.preferences.get_preferences()
+    old = prefs.cache_dir
+    prefs.cache_dir = str(tmp_path / "cache")
+    try:
+        assert bpy.ops.cadence.add_head() == {"FINISHED"}
+        rig = bpy.context.active_object
+        constructed = rig["cadence"]["model_file"]
+        path = cadence.operators.landmarks.ensure_landmark_embedding(rig, bpy.context)
+        assert path != constructed and path.endswith("_mp478.npz") and rig["cadence"]["model_file"] == path
+        assert "calibrated" in rig["cadence"]["landmarks"]
+        built = HeadModel.load(path)
+        assert built.content_hash() == HeadModel.load(constructed).content_hash()
+        rel = np.asarray(built.meta["lmk_rms_rel"])
+        assert rel.shape == built.lmk_ids.shape and np.median(rel) < 0.02  # ~ pixels / face width
+        assert cadence.operators.landmarks.ensure_landmark_embedding(rig, bpy.context) == path  # cached
+    finally:
+        prefs.cache_dir = old
 
 
 def test_load_landmarks_file(cadence, truth, tmp_path):

@@ -1,0 +1,130 @@
+"""`cadence.personalize`: learn a person's head-motion style (a persona) from a video of them talking.
+
+Reuses the rig's last tracking run (rig["cadence"]["last_track"]) when it is for the same video, else
+the worker tracks the video inside the job. The persona file is written next to the .blend (or into
+Cadence's cache while the .blend is unsaved) and recorded in rig["cadence"]["persona"], which
+`cadence.generate` (persona=…, or the panel's Use Persona toggle) then uses.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import bpy
+
+from . import rig as rig_mod
+from .track_video import VIDEO_EXTENSIONS, TrackVideoError, check_video_path, scene_fps, tracking_head_file
+from .worker_job import ModalJobOperator, WorkerJob
+
+PERSONA_SUFFIX = ".persona.pt"
+
+
+class PersonalizeError(TrackVideoError):
+    """A problem the user can act on; the message is shown as is."""
+
+
+def reusable_track(rig: bpy.types.Object, video: str) -> dict | None:
+    """rig["cadence"]["last_track"] as a dict when it is for ``video`` and its files still exist."""
+    last = rig["cadence"].get("last_track")
+    if last is None:
+        return None
+    last = last.to_dict() if hasattr(last, "to_dict") else dict(last)
+    if os.path.abspath(str(last.get("video", ""))) != os.path.abspath(video):
+        return None
+    if not (os.path.isfile(str(last.get("channels_file", ""))) and os.path.isfile(str(last.get("audio_file", "")))):
+        return None
+    return last
+
+
+def persona_path(video: str, rig: bpy.types.Object) -> str:
+    """Where a persona for ``video`` is stored: next to the saved .blend, else in Cadence's cache."""
+    from ..panels.preferences import cache_dir
+
+    stem = re.sub(r"[^\w.-]+", "_", os.path.splitext(os.path.basename(video))[0]) or "persona"
+    if bpy.data.filepath:
+        folder = os.path.dirname(bpy.path.abspath(bpy.data.filepath))
+        blend = os.path.splitext(os.path.basename(bpy.data.filepath))[0]
+        return os.path.join(folder, f"{blend}_{stem}{PERSONA_SUFFIX}")
+    folder = os.path.join(cache_dir(), "personas")
+    os.makedirs(folder, exist_ok=True)
+    return os.path.join(folder, f"{stem}-{str(rig['cadence'].get('model_hash', ''))[:8]}{PERSONA_SUFFIX}")
+
+
+class PersonalizeJob(WorkerJob):
+    kind = "personalize"
+    error_type = PersonalizeError
+
+    def __init__(self, context: bpy.types.Context, filepath: str, options: dict):
+        rig = rig_mod.find_rig(context.active_object)
+        if rig is None:
+            raise PersonalizeError("Select a Cadence head (its armature or mesh) first: Add > Cadence Head")
+        video = check_video_path(filepath)
+        params = {"persona_out": options.get("persona_out") or persona_path(video, rig),
+                  "epochs": int(options.get("epochs", 100)), "n_frames": int(options.get("n_frames", 300))}
+        if options.get("general"):
+            params["general"] = bpy.path.abspath(options["general"])
+        last = reusable_track(rig, video)
+        if last is not None:
+            info = rig_mod.rig_model_info(rig)
+            head_file = str(info.get("model_file", ""))
+            if not os.path.isfile(head_file):
+                raise PersonalizeError("This rig's head model file is missing from Cadence's cache; add the head again.")
+            params.update(channels_file=last["channels_file"], audio_file=last["audio_file"], head_file=head_file)
+        else:
+            params.update(video=video, head_file=tracking_head_file(rig, context), fps=scene_fps(context.scene))
+        for key in ("net_overrides", "device"):
+            if options.get(key):
+                params[key] = options[key]
+        self.rig_name, self.video, self.reused = rig.name, video, last is not None
+        super().__init__(context, params)
+
+    def apply(self) -> dict:
+        data = self.checked_result()
+        rig = bpy.data.objects.get(self.rig_name)
+        if rig is None or rig_mod.find_rig(rig) is None:
+            raise PersonalizeError("The Cadence rig was deleted while learning the persona.")
+        path = data.get("persona_file", "")
+        if not path or not os.path.isfile(path):
+            raise PersonalizeError(f"The worker did not write the persona file ({path or 'no path'}).")
+        stored = bpy.path.relpath(path) if bpy.data.filepath else path
+        rig["cadence"]["persona"] = stored
+        return {"persona": path, "reused_track": self.reused, "held_out_loss": data.get("held_out_loss"),
+                "epochs": data.get("history", {}).get("epochs_run"), "timings": data.get("timings", {})}
+
+
+class CADENCE_OT_personalize(ModalJobOperator, bpy.types.Operator):
+    """Learn how this person moves their head while talking, from a video of them (a persona)"""
+
+    bl_idname = "cadence.personalize"
+    bl_label = "Personalize"
+    bl_options = {"REGISTER"}
+
+    filepath: bpy.props.StringProperty(name="Video", subtype="FILE_PATH", description="Video of the person talking")
+    filter_glob: bpy.props.StringProperty(default="*" + ";*".join(VIDEO_EXTENSIONS.split(";")), options={"HIDDEN"})
+    epochs: bpy.props.IntProperty(name="Epochs", default=100, min=1, soft_max=500)
+    n_frames: bpy.props.IntProperty(name="Frames", default=300, min=0,
+                                    description="Frames of the video to learn from (0: all)")
+    general: bpy.props.StringProperty(name="General Model", subtype="FILE_PATH",
+                                      description="Optional general model to fine-tune (else trained from scratch)")
+    persona_out: bpy.props.StringProperty(name="Persona File", subtype="FILE_PATH",
+                                          description="Empty: next to the .blend (or in Cadence's cache)")
+
+    errors = (PersonalizeError, TrackVideoError)
+    verb = "Personalization"
+
+    @classmethod
+    def poll(cls, context) -> bool:
+        return rig_mod.find_rig(context.active_object) is not None
+
+    def make_job(self, context) -> WorkerJob:
+        return PersonalizeJob(context, self.filepath, {
+            "epochs": self.epochs, "n_frames": self.n_frames, "general": self.general,
+            "persona_out": bpy.path.abspath(self.persona_out) if self.persona_out else "",
+        })
+
+    def done_message(self, report: dict) -> str:
+        return f"Persona saved: {os.path.basename(report['persona'])}"
+
+
+classes = (CADENCE_OT_personalize,)

@@ -1,0 +1,180 @@
+"""`cadence.track_video`: a video of a person -> the rig's identity, a take of the tracked motion, a matched
+camera with the video behind it, and the video's sound.
+
+Like `cadence.generate`: a job object holds one request from submission to the result being applied;
+``execute()`` drives it synchronously (scripts, background mode), ``invoke()`` polls it from a timer
+with progress and Esc to cancel. Nothing in the scene changes until the worker's result is complete
+and validated. ``WorkerJob`` and ``ModalJobOperator`` are shared with `cadence.personalize`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+
+import bpy
+import numpy as np
+
+from ..inference.protocol import ChannelError, Channels
+from . import camera_match, keyframes, worker_client
+from . import rig as rig_mod
+from .sound import add_sound_strip
+from .worker_job import JobFailed, ModalJobOperator, WorkerJob
+
+VIDEO_EXTENSIONS = ".mp4;.mov;.mkv;.avi;.webm;.m4v;.mpg;.mpeg"
+
+
+class TrackVideoError(JobFailed):
+    """A problem the user can act on; the message is shown as is."""
+
+
+def check_video_path(filepath: str) -> str:
+    path = bpy.path.abspath(filepath or "")
+    if not path:
+        raise TrackVideoError("Choose a video of the person's face to track")
+    if os.path.isdir(path):
+        raise TrackVideoError(f"{path} is a folder; choose a video file")
+    if not os.path.isfile(path):
+        raise TrackVideoError(f"Video file not found: {path}")
+    return os.path.abspath(path)
+
+
+def tracking_head_file(rig: bpy.types.Object, context: bpy.types.Context) -> str:
+    """The rig's head model file with a MediaPipe landmark embedding (built on first use for other heads)."""
+    from . import landmarks
+
+    try:
+        path = landmarks.ensure_landmark_embedding(rig, context)
+    except (landmarks.LandmarkError, worker_client.WorkerError) as exc:
+        raise TrackVideoError(f"This head cannot be tracked yet: {exc}") from exc
+    if not path or not os.path.isfile(path):
+        raise TrackVideoError("This rig's head model file is missing from Cadence's cache; add the head again.")
+    return path
+
+
+def scene_fps(scene: bpy.types.Scene) -> float:
+    return scene.render.fps / scene.render.fps_base
+
+
+class TrackJob(WorkerJob):
+    kind = "track"
+    error_type = TrackVideoError
+
+    def __init__(self, context: bpy.types.Context, filepath: str, options: dict):
+        rig = rig_mod.find_rig(context.active_object)
+        if rig is None:
+            raise TrackVideoError("Select a Cadence head (its armature or mesh) first: Add > Cadence Head")
+        video = check_video_path(filepath)
+        head_file = tracking_head_file(rig, context)
+        self.rig_name, self.video, self.options = rig.name, video, options
+        params = {"video": video, "head_file": head_file, "fps": scene_fps(context.scene)}
+        if options.get("max_frames"):
+            params["max_frames"] = int(options["max_frames"])
+        super().__init__(context, params)
+
+    def apply(self) -> dict:
+        """Apply identity, take, camera and sound (or raise TrackVideoError, touching nothing)."""
+        data = self.checked_result()
+        scene, rig = bpy.data.scenes.get(self.scene_name), bpy.data.objects.get(self.rig_name)
+        if scene is None or rig is None or rig_mod.find_rig(rig) is None:
+            raise TrackVideoError("The Cadence rig was deleted while tracking; nothing was changed.")
+        # Validate everything first: nothing is written unless all of it can be.
+        try:
+            channels = Channels.load(data["channels_file"])
+        except (KeyError, ChannelError, OSError) as exc:
+            raise TrackVideoError(f"The worker returned an unreadable tracked take: {exc}") from exc
+        info = rig_mod.rig_model_info(rig)
+        if tuple(channels.expr_names) != tuple(info.get("expr_names", ())):
+            raise TrackVideoError("The tracked take was made for a different head than this rig; nothing was changed.")
+        identity = np.asarray(data.get("identity") or [], dtype=np.float64)
+        if identity.size > len(info.get("shape_names", [])) or not np.all(np.isfinite(identity)):
+            raise TrackVideoError("The tracker returned an identity that does not fit this head; nothing was changed.")
+        try:
+            camera = camera_match.check_camera(data.get("camera") or {})
+        except camera_match.CameraMatchError as exc:
+            raise TrackVideoError(str(exc)) from exc
+        opts = self.options
+        frame_start = int(opts.get("frame_start", 1))
+        stem = os.path.splitext(os.path.basename(self.video))[0]
+        take = f"{stem} track"
+        saved = _keep_track_files(data, stem)
+
+        report = keyframes.write_take(rig, channels, frame_start=frame_start, take_name=take,
+                                      mode=opts.get("mode", "NEW"))
+        if identity.size:
+            rig_mod.apply_identity(rig, identity)
+        cam = camera_match.match_camera(scene, rig, camera, self.video,
+                                        show_background=opts.get("show_background", True), frame_start=frame_start)
+        last = frame_start + max(0, channels.n_frames - 1)
+        if opts.get("set_frame_range", True):
+            scene.frame_start, scene.frame_end = frame_start, last
+        strip = None
+        if data.get("audio_file") and opts.get("add_sound", True):
+            strip = add_sound_strip(scene, self.video, frame_start)  # the video itself: it outlives the cache
+        rig["cadence"]["last_track"] = {"video": self.video, **saved, "camera": camera,
+                                        "identity": identity.tolist(), "take": take}
+        report.update(frames=(frame_start, last), take=take, camera=cam.name, sound=strip.name if strip else "",
+                      frames_without_face=list(data.get("frames_without_face", [])),
+                      warnings=list(data.get("warnings", [])))
+        return report
+
+
+def _keep_track_files(data: dict, stem: str) -> dict:
+    """Copy the tracked take (and its audio) out of the worker's job folder, which is cleaned up later."""
+    from ..panels.preferences import cache_dir
+
+    folder = os.path.join(cache_dir(), "tracks", f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}")
+    os.makedirs(folder, exist_ok=True)
+    out = {"channels_file": os.path.join(folder, "tracked.npz"), "audio_file": ""}
+    try:
+        shutil.copyfile(data["channels_file"], out["channels_file"])
+        if data.get("audio_file") and os.path.isfile(data["audio_file"]):
+            out["audio_file"] = os.path.join(folder, "audio" + os.path.splitext(data["audio_file"])[1])
+            shutil.copyfile(data["audio_file"], out["audio_file"])
+    except OSError as exc:
+        raise TrackVideoError(f"Cannot keep the tracked take in Cadence's cache ({folder}): {exc}") from exc
+    return out
+
+
+class CADENCE_OT_track_video(ModalJobOperator, bpy.types.Operator):
+    """Track a video of a person: fit the head's identity, key the tracked motion, match the camera"""
+
+    bl_idname = "cadence.track_video"
+    bl_label = "Track Video"
+    bl_options = {"REGISTER", "UNDO"}
+
+    filepath: bpy.props.StringProperty(name="Video", subtype="FILE_PATH", description="Video of the person's face")
+    filter_glob: bpy.props.StringProperty(default="*" + ";*".join(VIDEO_EXTENSIONS.split(";")), options={"HIDDEN"})
+    frame_start: bpy.props.IntProperty(name="Start Frame", default=1)
+    mode: bpy.props.EnumProperty(
+        name="Take", items=[("NEW", "New Take", "Keep earlier takes on NLA tracks"),
+                            ("REPLACE", "Replace", "Replace Cadence keys in the frames written")],
+        default="NEW",
+    )
+    show_background: bpy.props.BoolProperty(name="Video Behind Camera", default=True,
+                                            description="Show the video as the tracked camera's background")
+    add_sound: bpy.props.BoolProperty(name="Add Sound Strip", default=True)
+    set_frame_range: bpy.props.BoolProperty(name="Set Frame Range", default=True)
+    max_frames: bpy.props.IntProperty(name="Max Frames", default=0, min=0, description="0: the whole video")
+
+    @classmethod
+    def poll(cls, context) -> bool:
+        return rig_mod.find_rig(context.active_object) is not None
+
+    errors = (TrackVideoError, camera_match.CameraMatchError)
+    verb = "Tracking"
+
+    def make_job(self, context) -> WorkerJob:
+        return TrackJob(context, self.filepath, {
+            "frame_start": self.frame_start, "mode": self.mode, "show_background": self.show_background,
+            "add_sound": self.add_sound, "set_frame_range": self.set_frame_range, "max_frames": self.max_frames,
+        })
+
+    def done_message(self, report: dict) -> str:
+        missing = len(report.get("frames_without_face", []))
+        extra = f"; {missing} frames without a face were interpolated" if missing else ""
+        return f"Tracked take frames {report['frames'][0]}–{report['frames'][1]}{extra}"
+
+
+classes = (CADENCE_OT_track_video,)
