@@ -136,6 +136,12 @@ class Problem:
     smooth: float = 0.0  # first-difference weight (rot, trans x 10, jaw, expr x 0.1)
     fit_eyes: bool = False
     fit_expr: bool = True
+    frame_weight: np.ndarray | None = None  # (T, L) per frame multipliers of ``weight`` (visibility), optional
+
+    def frames(self, idx: np.ndarray) -> Problem:
+        """The problem restricted to the frames ``idx``."""
+        fw = None if self.frame_weight is None else self.frame_weight[idx]
+        return Problem(**{**self.__dict__, "obs": self.obs[idx], "valid": self.valid[idx], "frame_weight": fw})
 
     def pose(self, s: State, jaw: np.ndarray | None = None, eyes: np.ndarray | None = None) -> np.ndarray:
         T = len(s.rot)
@@ -152,7 +158,8 @@ class Problem:
     def residual(self, s: State, cam: Camera) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         X, A, root = self.rig.forward(s.shape, s.expr, self.pose(s), s.trans)
         uv, P = cam.project(X)
-        sw = np.sqrt(self.weight)[None, :, None] * self.valid[:, None, None]
+        w = self.weight[None] if self.frame_weight is None else self.weight[None] * self.frame_weight
+        sw = np.sqrt(w)[:, :, None] * self.valid[:, None, None]
         return (uv - self.obs) * sw, X, A, (P, root, sw)
 
     def prior_cost(self, s: State) -> np.ndarray:
@@ -295,7 +302,7 @@ def solve(prob: Problem, s: State, cam: Camera, iters: int, rigid_only: bool = F
 def solve_shape(prob: Problem, s: State, cam: Camera, frames: np.ndarray, prior: float, iters: int = 2) -> np.ndarray:
     """Identity coefficients from ``frames`` with the per-frame parameters held (linear least squares)."""
     sub = s.take(frames)
-    sub_prob = Problem(**{**prob.__dict__, "obs": prob.obs[frames], "valid": prob.valid[frames]})
+    sub_prob = prob.frames(frames)
     shape = s.shape.copy()
     for _ in range(iters):
         sub.shape = shape

@@ -28,6 +28,10 @@ SKIN = (0.80, 0.60, 0.50, 1.0)
 # the lower; tracking must have these on the right lip, or an opening jaw drags the upper lip's points.
 UPPER_INNER_LIP = (191, 80, 81, 82, 13, 312, 311, 310, 415, 183, 42, 41, 38, 12, 268, 271, 272, 407)
 LOWER_INNER_LIP = (95, 88, 178, 87, 14, 317, 402, 318, 324, 96, 89, 179, 86, 15, 316, 403, 319, 325)
+# MediaPipe's eye contours (both eyes, lid margins and corners): they belong on the lids, never on the
+# eyeball a ray through the lid margin tends to hit (an upper lid point on the eyeball does not move with a blink).
+EYE_CONTOURS = (33, 7, 163, 144, 145, 153, 154, 155, 133, 246, 161, 160, 159, 158, 157, 173,
+                263, 249, 390, 373, 374, 380, 381, 382, 362, 466, 388, 387, 386, 385, 384, 398)
 
 
 class LandmarkError(RuntimeError):
@@ -321,6 +325,21 @@ def _lip_trees(model: HeadModel, verts: np.ndarray) -> dict[int, tuple[BVHTree, 
     return out
 
 
+def _lid_tree(model: HeadModel, verts: np.ndarray) -> dict[int, tuple[BVHTree, np.ndarray]]:
+    """Landmark id -> (BVH of everything but the eyeballs, its face indices) for the eye contours.
+
+    Eyeballs are told apart by their eye joints' skinning weight; a head without eye joints gets none.
+    """
+    eyes = [list(model.joint_names).index(n) for n in ("eye_L", "eye_R") if n in model.joint_names]
+    if not eyes:
+        return {}
+    subset = np.flatnonzero(model.weights[:, eyes].sum(1)[model.faces].mean(1) < 0.5)
+    if len(subset) < 4:
+        return {}
+    tree = BVHTree.FromPolygons(verts.tolist(), model.faces[subset].tolist(), all_triangles=True)
+    return {i: (tree, subset) for i in EYE_CONTOURS}
+
+
 def embed(model: HeadModel, verts: np.ndarray, views: list[tuple[ViewCamera, np.ndarray]],
           bvh: BVHTree | None = None) -> HeadModel:
     """A copy of ``model`` with the landmarks detected in each view (camera, (478, 3) pixels + depth) embedded
@@ -348,7 +367,7 @@ def embed(model: HeadModel, verts: np.ndarray, views: list[tuple[ViewCamera, np.
         raise LandmarkError(f"only {len(keep)} of {N_MEDIAPIPE} landmarks landed on the head's surface; "
                             "is the head's front facing +Z (FLAME axes)?")
     points = points[keep]
-    trees = _lip_trees(model, verts)
+    trees = {**_lip_trees(model, verts), **_lid_tree(model, verts)}
     face_idx = np.zeros(len(keep), dtype=np.int64)
     for n, (i, p) in enumerate(zip(keep, points)):  # the triangle of each point (on the surface up to round-off)
         tree, subset = trees.get(int(i), (bvh, None))

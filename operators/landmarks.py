@@ -9,7 +9,7 @@ temporary scene, has the worker detect MediaPipe landmarks on each render and so
 for the surface point whose projections best match the detections in all views (model space;
 triangle index + barycentric coordinates; the geometry is in landmark_render.py). The user's scene is never touched: everything rendered lives
 in a scene of its own that is removed, with all its data, afterwards. The result is a sibling of the
-rig's cached model, heads/<hash>_mp478.npz, recorded in rig["cadence"]["model_file"]; the model hash
+rig's cached model, heads/<hash>_mp478v<N>.npz, recorded in rig["cadence"]["model_file"]; the model hash
 is unchanged (it ignores landmarks).
 """
 
@@ -65,13 +65,17 @@ def _rig_model(rig: bpy.types.Object) -> tuple[HeadModel, dict]:
         raise LandmarkError(f"Could not read this rig's head model: {exc}") from exc
 
 
+# Bumped whenever the calibration changes, so embeddings cached by an older Cadence are rebuilt.
+CALIBRATION_VERSION = 2
+
+
 def embedding_path(model: HeadModel, context: bpy.types.Context, model_hash: str = "") -> str:
-    """Where the landmark-embedded model is cached: heads/<hash>_mp478.npz."""
+    """Where the landmark-embedded model is cached: heads/<hash>_mp478v<N>.npz."""
     from ..panels.preferences import cache_dir
 
     folder = os.path.join(cache_dir(context), "heads")
     os.makedirs(folder, exist_ok=True)
-    return os.path.join(folder, f"{model_hash or model.content_hash()}_mp478.npz")
+    return os.path.join(folder, f"{model_hash or model.content_hash()}_mp478v{CALIBRATION_VERSION}.npz")
 
 
 def _store(rig: bpy.types.Object, model: HeadModel, context: bpy.types.Context, how: str) -> str:
@@ -170,7 +174,7 @@ def ensure_landmark_embedding(rig: bpy.types.Object, context: bpy.types.Context)
     """Path of a HeadModel .npz for ``rig`` with a detector-calibrated mediapipe478 embedding.
 
     A loaded embedding file is used as is. Otherwise the calibrated embedding is cached per head hash
-    (heads/<hash>_mp478.npz) and built once (a few seconds: seven renders + detections) when missing,
+    (heads/<hash>_mp478v<N>.npz) and built once (a few seconds: seven renders + detections) when missing,
     also for the default head, whose by-construction embedding is biased against the detector.
     """
     if rig_mod.find_rig(rig) is not rig:

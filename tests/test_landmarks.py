@@ -124,7 +124,7 @@ def test_embedding_from_render_matches_the_constructed_one(cadence, truth):
     path = lm.ensure_landmark_embedding(rig, bpy.context)
 
     assert _snapshot() == before
-    assert path.endswith(f"{truth.content_hash()}_mp478.npz") and path != plain_file
+    assert path.endswith(f"{truth.content_hash()}_mp478v2.npz") and path != plain_file
     assert rig["cadence"]["model_file"] == path and "calibrated" in rig["cadence"]["landmarks"]
     assert rig["cadence"]["landmarks"].startswith("built from render (7 views")
     built = HeadModel.load(path)
@@ -177,7 +177,7 @@ def test_default_head_gets_a_detector_calibrated_embedding(cadence, clean_scene,
         rig = bpy.context.active_object
         constructed = rig["cadence"]["model_file"]
         path = cadence.operators.landmarks.ensure_landmark_embedding(rig, bpy.context)
-        assert path != constructed and path.endswith("_mp478.npz") and rig["cadence"]["model_file"] == path
+        assert path != constructed and path.endswith("_mp478v2.npz") and rig["cadence"]["model_file"] == path
         assert "calibrated" in rig["cadence"]["landmarks"]
         built = HeadModel.load(path)
         assert built.content_hash() == HeadModel.load(constructed).content_hash()
@@ -212,7 +212,7 @@ def test_load_landmarks_file(cadence, truth, tmp_path):
 
     assert bpy.ops.cadence.load_landmarks(filepath=str(emb)) == {"FINISHED"}
     path = rig["cadence"]["model_file"]
-    assert path.endswith("_mp478.npz") and rig["cadence"]["landmarks"] == f"loaded from {emb}"
+    assert path.endswith("_mp478v2.npz") and rig["cadence"]["landmarks"] == f"loaded from {emb}"
     loaded = HeadModel.load(path)
     assert loaded.lmk_scheme == "mediapipe478" and loaded.content_hash() == truth.content_hash()
     assert np.array_equal(loaded.lmk_ids, truth.lmk_ids)
