@@ -176,63 +176,163 @@ def resample(x: np.ndarray, fps_in: float, fps_out: float, n_out: int) -> np.nda
 
 
 # ------------------------------------------------------------------------------ retrieval
-def retrieve_path(query: np.ndarray, bank: np.ndarray, jump_threshold: float | None = None, beam: int = 64,
+_DENSE_MAX = 3000  # banks up to this size keep the whole (N, N) jump-cost matrix (72 MB at the limit)
+_ROWS_MAX = 1 << 22  # DP rows kept in memory at once (T·N entries, 32 MB); longer inputs recompute blocks
+_jump_cache: dict = {}  # bank fingerprint -> jump costs: repeated generation from one persona builds them once
+
+
+class _JumpCosts:
+    """Cost of jumping from bank frame j to every frame: ``jump_cost`` + 0.1·(d/threshold)² where the
+    (scaled) pose distance d is within the threshold, the frames are more than ``gap`` apart and a
+    backward jump goes back more than ``loop`` frames, else inf. Held as one dense matrix for normal
+    banks, row by row on demand for very long ones."""
+
+    def __init__(self, b: np.ndarray, thr: float, jump_cost: float, gap: int, loop: int):
+        self.b, self.thr, self.jump_cost = b, thr, jump_cost
+        self.gap, self.loop = max(0, int(gap)), max(0, int(loop))
+        n = len(b)
+        self.dense = self._rows(np.arange(n)) if n <= _DENSE_MAX else None
+        self.lazy: dict[int, np.ndarray] = {}
+
+    def _rows(self, js: np.ndarray) -> np.ndarray:
+        b, n = self.b, len(self.b)
+        sq = (b * b).sum(1)
+        out = np.empty((len(js), n))
+        idx = np.arange(n)
+        for s in range(0, len(js), 512):
+            j = js[s:s + 512]
+            d2 = sq[j][:, None] + sq[None, :] - 2.0 * (b[j] @ b.T)
+            # |a|²+|b|²-2ab carries a rounding error of ~1e-16·(|a|²+|b|²): refuse anything that could
+            # be above the threshold by that much, so no accepted jump exceeds it.
+            ok = d2 <= self.thr ** 2 - 1e-12 * (sq[j][:, None] + sq[None, :])
+            off = idx[None, :] - j[:, None]
+            ok &= (np.abs(off) > self.gap) & (off != 0) & (off != 1)  # hold / continue are not jumps
+            ok &= (off > 0) | (-off > self.loop)  # replaying a stretch again: a long one
+            out[s:s + len(j)] = np.where(ok, self.jump_cost + 0.1 * np.maximum(d2, 0.0) / max(self.thr, 1e-9) ** 2,
+                                         np.inf)
+        return out
+
+    def row(self, j: int) -> np.ndarray:
+        if self.dense is not None:
+            return self.dense[j]
+        r = self.lazy.get(j)
+        if r is None:
+            if len(self.lazy) * len(self.b) > _ROWS_MAX:  # bounded memory: start over (rows are cheap)
+                self.lazy.clear()
+            r = self.lazy[j] = self._rows(np.array([j]))[0]
+        return r
+
+
+def _jump_costs(b: np.ndarray, thr: float, jump_cost: float, gap: int, loop: int) -> _JumpCosts:
+    import hashlib
+
+    key = (hashlib.blake2b(np.ascontiguousarray(b).tobytes(), digest_size=16).hexdigest(), b.shape, thr,
+           jump_cost, gap, loop)
+    jc = _jump_cache.get(key)
+    if jc is None:
+        if len(_jump_cache) >= 2:  # a couple of personas in flight at most; drop the oldest
+            _jump_cache.pop(next(iter(_jump_cache)))
+        jc = _jump_cache[key] = _JumpCosts(b, thr, jump_cost, gap, loop)
+    return jc
+
+
+def _forward(match: np.ndarray, jumps: _JumpCosts, hold_cost: float, first: np.ndarray, t0: int, t1: int,
+             rows: np.ndarray, srcs: np.ndarray) -> None:
+    """Fill ``rows[k]`` with the padded cost row of time t0 + k (k = 0 .. t1 - t0 - 1), starting from the
+    padded row ``first`` of time t0. A padded row is [inf, C(0), ..., C(N-1)] so that ``row[:-1]`` is
+    "the cost of the previous frame" for every frame: continuing is a shifted view, not a copy.
+    This loop is the whole cost of retrieval: a handful of in-place numpy operations per time step."""
+    rows[0] = first
+    n = match.shape[1]
+    tmp, jmp, hold = np.empty(n), np.empty(n), np.full(n, float(hold_cost))
+    dense, row = jumps.dense, jumps.row
+    for k in range(1, t1 - t0):
+        prev = rows[k - 1]
+        pc = prev[1:]
+        j = int(pc.argmin())  # jumps leave from the best path so far: the cheapest take-off by construction
+        srcs[t0 + k] = j
+        np.add(pc, hold, out=tmp)
+        np.minimum(tmp, prev[:-1], out=tmp)
+        np.add(dense[j] if dense is not None else row(j), pc[j], out=jmp)
+        np.minimum(tmp, jmp, out=tmp)
+        np.add(tmp, match[t0 + k], out=rows[k, 1:])
+
+
+def retrieve_path(query: np.ndarray, bank: np.ndarray, jump_threshold: float | None = None,
                   jump_cost: float = 4.0, hold_cost: float = 2.0, min_jump_gap: int = 12,
-                  seed: int = 0) -> np.ndarray:
+                  min_loop: int | None = None, seed: int = 0) -> np.ndarray:
     """Indices into ``bank`` (N, D) that follow ``query`` (T, D) while replaying real motion.
 
-    Dynamic programming over bank indices. Per frame the match cost is the mean squared difference
+    Dynamic programming over all bank frames. Per frame the match cost is the mean squared difference
     to the query in units of the bank's per-axis spread (``axis_scale``); continuing to the next
     bank frame is free, holding a frame costs ``hold_cost`` (high: a flat prediction should replay
-    natural motion, not freeze the head), jumping elsewhere costs ``jump_cost`` and is only allowed when the jump is no
-    larger than ``jump_threshold`` (same units; default: the 90th percentile of the bank's own
-    frame-to-frame steps), so the result has no visible pops; jumps to within ``min_jump_gap`` bank
-    frames of the current one are not allowed (no short, visibly repeating loops).
-    The search keeps ``beam`` candidate frames per step (nearest to the query plus continuations of
-    the best paths), so cost is O(T·beam²) whatever the bank size. ``seed`` picks among near-ties.
+    natural motion, not freeze the head), jumping elsewhere costs ``jump_cost`` (+ up to 0.1 for its
+    size) and is only allowed when the jump is no larger than ``jump_threshold`` (same units; default:
+    the 90th percentile of the bank's own frame-to-frame steps), so the result has no visible pops;
+    jumps to within ``min_jump_gap`` bank frames of the current one are not allowed (no short, visibly
+    repeating loops), and a backward jump must go back more than ``min_loop`` frames (default 4 x
+    ``min_jump_gap``): replaying a stretch again is then at least that long, so a flat query does not
+    turn into a fast cycle over the few frames that match it best. Continuing and holding are solved exactly for every frame; a jump at time t
+    leaves from the best path up to t - 1 (jump costs differ by at most 0.1, so the best path is
+    where the cheapest jumps start). Cost O(T·N) in a few numpy operations per time step.
+    ``seed`` picks among near-ties (deterministic for a given seed).
     """
     q = np.asarray(query, float)
     b = np.asarray(bank, float)
     if b.ndim != 2 or q.ndim != 2 or b.shape[1] != q.shape[1] or len(b) < 2:
         raise PoseStyleError("retrieval needs a (N>=2, D) bank and a (T, D) query with the same D")
+    if not (np.all(np.isfinite(b)) and np.all(np.isfinite(q))):
+        raise PoseStyleError("retrieval poses contain NaN or infinite values")
     scale = axis_scale(b)
     q, b = q / scale, b / scale
-    dim = b.shape[1]
-    steps = np.linalg.norm(np.diff(b, axis=0), axis=1)
-    thr = float(np.percentile(steps, 90)) if jump_threshold is None else float(jump_threshold)
-    n, t_total = len(b), len(q)
+    n, t_total, dim = len(b), len(q), b.shape[1]
     if t_total == 0:
         return np.zeros(0, dtype=np.int64)
-    k = min(n, beam)
-    rng = np.random.default_rng(seed)
-    tiebreak = rng.uniform(0, 1e-6, n)  # deterministic per seed, breaks exact ties differently
+    steps = np.linalg.norm(np.diff(b, axis=0), axis=1)
+    thr = float(np.percentile(steps, 90)) if jump_threshold is None else float(jump_threshold)
+    tiebreak = np.random.default_rng(seed).uniform(0, 1e-6, n)  # deterministic per seed, breaks exact ties
+    # All match costs in one matrix product: |q|²/D + (|b|²/D + tiebreak) - 2 q·b/D.
+    qa = np.concatenate([q, np.ones((t_total, 1)), (q * q).sum(1, keepdims=True)], 1)
+    ba = np.concatenate([-2 * b / dim, ((b * b).sum(1) / dim + tiebreak)[:, None], np.full((n, 1), 1 / dim)], 1)
+    match = qa @ ba.T
+    loop = 4 * int(min_jump_gap) if min_loop is None else int(min_loop)
+    jumps = _jump_costs(b, thr, float(jump_cost), int(min_jump_gap), loop)
 
-    def nearest(t: int) -> np.ndarray:
-        d = ((b - q[t]) ** 2).sum(1) / dim + tiebreak
-        return np.argpartition(d, k - 1)[:k] if k < n else np.arange(n)
-
-    cand = nearest(0)
-    cost = ((b[cand] - q[0]) ** 2).sum(1) / dim + tiebreak[cand]
-    cands, backs = [cand], []
-    for t in range(1, t_total):
-        keep = cand[np.argsort(cost)[:k]]
-        nxt = np.unique(np.concatenate([nearest(t), np.minimum(keep + 1, n - 1), keep]))
-        jump = np.linalg.norm(b[cand][:, None, :] - b[nxt][None, :, :], axis=2)  # (P, C)
-        near = np.abs(cand[:, None] - nxt[None, :]) <= min_jump_gap
-        trans = np.where((jump <= thr) & ~near, jump_cost + (jump / max(thr, 1e-9)) ** 2 * 0.1, np.inf)
-        trans[cand[:, None] == nxt[None, :]] = hold_cost
-        trans[(cand[:, None] + 1) == nxt[None, :]] = 0.0
-        total = cost[:, None] + trans
-        best_prev = np.argmin(total, axis=0)
-        new_cost = total[best_prev, np.arange(len(nxt))] + ((b[nxt] - q[t]) ** 2).sum(1) / dim + tiebreak[nxt]
-        cand, cost = nxt, new_cost
-        cands.append(cand)
-        backs.append(best_prev)
-    # Backtrack.
-    path = np.zeros(t_total, dtype=np.int64)
-    j = int(np.argmin(cost))
-    for t in range(t_total - 1, -1, -1):
-        path[t] = cands[t][j]
-        if t > 0:
-            j = int(backs[t - 1][j])
-    return path
+    # Forward pass in blocks of ``block`` rows; only the first row of each block is kept, the rows
+    # themselves are recomputed (bit for bit: same operations) when backtracking through that block.
+    block = max(2, min(t_total, _ROWS_MAX // (n + 1)))
+    starts = list(range(0, t_total, block))
+    srcs = np.zeros(t_total, dtype=np.int64)
+    rows = np.full((min(block + 1, t_total), n + 1), np.inf)  # column 0 stays inf (see _forward)
+    first = np.concatenate([[np.inf], match[0]])
+    checkpoints = []
+    for s in starts:
+        e = min(t_total, s + block + 1)  # one row of overlap: the next block's first row
+        checkpoints.append(first.copy())
+        _forward(match, jumps, hold_cost, first, s, e, rows, srcs)
+        first = rows[e - s - 1].copy()
+    # Backtrack: at each step take the predecessor that achieves the forward minimum (same float
+    # operations as the forward pass, so the comparison is exact). Plain Python floats: fast scalars.
+    path = [int(np.argmin(first[1:]))]
+    i = path[0]
+    src = srcs.tolist()
+    jump_at = jumps.dense.item if jumps.dense is not None else (lambda j, k: jumps.row(j).item(k))
+    for bi in range(len(starts) - 1, -1, -1):
+        s = starts[bi]
+        e = min(t_total, s + block + 1)
+        if bi < len(starts) - 1:  # the buffer still holds the last block
+            _forward(match, jumps, hold_cost, checkpoints[bi], s, e, rows, srcs)
+            src = srcs.tolist()
+        at, width = rows.reshape(-1).item, n + 1
+        for t in range(e - 1, s, -1):
+            base = (t - s - 1) * width
+            j = src[t]
+            best, pred = at(base + i), i - 1  # continue (column 0 is inf: frame 0 has no predecessor)
+            hold = at(base + i + 1) + hold_cost
+            if hold < best:
+                best, pred = hold, i
+            if at(base + j + 1) + jump_at(j, i) < best:
+                pred = j
+            i = pred
+            path.append(i)
+    return np.array(path[::-1], dtype=np.int64)

@@ -198,6 +198,80 @@ def test_retrieve_path_follows_the_query():
     assert steps.max() <= np.linalg.norm(np.diff(bank / scale, axis=0), axis=1).max() + 1e-9
 
 
+def _objective(query, bank, path, gap, loop, hold=2.0, jc=4.0, seed=0):
+    """retrieve_path's objective for ``path``, asserting every transition is an allowed one."""
+    scale = pose_style.axis_scale(bank)
+    q, b = query / scale, bank / scale
+    thr = np.percentile(np.linalg.norm(np.diff(b, axis=0), axis=1), 90)
+    tb = np.random.default_rng(seed).uniform(0, 1e-6, len(b))
+    cost = (((b[path] - q) ** 2).mean(1) + tb[path]).sum()
+    for a, z in zip(path[:-1], path[1:]):
+        if z in (a, a + 1):
+            cost += hold * (z == a)
+            continue
+        d = np.linalg.norm(b[a] - b[z])
+        assert d <= thr and abs(z - a) > gap and (z > a or a - z > loop), (a, z, d, thr)
+        cost += jc + 0.1 * (d / thr) ** 2
+    return cost
+
+
+def _optimum(query, bank, gap, loop, hold=2.0, jc=4.0, seed=0):
+    """Brute-force Viterbi over every (frame, frame) transition: the true minimum of the objective."""
+    scale = pose_style.axis_scale(bank)
+    q, b = query / scale, bank / scale
+    n = len(b)
+    thr = np.percentile(np.linalg.norm(np.diff(b, axis=0), axis=1), 90)
+    m = ((q[:, None] - b[None]) ** 2).mean(2) + np.random.default_rng(seed).uniform(0, 1e-6, n)
+    d = np.linalg.norm(b[:, None] - b[None], axis=2)
+    off = np.arange(n)[None] - np.arange(n)[:, None]
+    tr = np.where((d <= thr) & (np.abs(off) > gap) & ((off > 0) | (-off > loop)), jc + 0.1 * (d / thr) ** 2, np.inf)
+    tr[off == 0], tr[off == 1] = hold, 0.0
+    c = m[0]
+    for t in range(1, len(q)):
+        c = (c[:, None] + tr).min(0) + m[t]
+    return c.min()
+
+
+@pytest.mark.parametrize("k", range(4))
+def test_retrieve_path_is_optimal_for_queries_in_the_banks_style(k):
+    """Jumps only leave from the best path so far (what makes retrieval fast): in the bank's own style that
+    is still the exact optimum; for a query unlike anything recorded it stays within a couple of percent."""
+    bank = styled(120, FPS, "nod", k)
+    rng = np.random.default_rng(k)
+    for style, tol in (("nod", 1e-9), ("shake", 0.02)):
+        q = pose_style.gaussian_smooth(styled(80, FPS, style, 10 + k), 2) * rng.uniform(0.5, 1.3)
+        path = pose_style.retrieve_path(q, bank, min_jump_gap=6, min_loop=20)
+        assert _objective(q, bank, path, 6, 20) <= _optimum(q, bank, 6, 20) * (1 + tol)
+
+
+def test_retrieve_path_same_result_in_blocks_and_with_lazy_jump_rows(monkeypatch):
+    bank = styled(200, FPS, "nod", 2)
+    query = pose_style.gaussian_smooth(styled(300, FPS, "nod", 7), 2)
+    want = pose_style.retrieve_path(query, bank, seed=3)
+    assert np.array_equal(pose_style.retrieve_path(query, bank, seed=3), want)  # deterministic (cached costs)
+    monkeypatch.setattr(pose_style, "_ROWS_MAX", 201 * 7)  # long inputs: blocks of 7 rows, recomputed
+    assert np.array_equal(pose_style.retrieve_path(query, bank, seed=3), want)
+    monkeypatch.setattr(pose_style, "_DENSE_MAX", 50)  # very long banks: jump costs row by row
+    pose_style._jump_cache.clear()
+    assert np.array_equal(pose_style.retrieve_path(query, bank, seed=3), want)
+    assert not np.array_equal(pose_style.retrieve_path(query, bank, seed=4)[:0], want)  # other seeds run too
+    assert len(pose_style.retrieve_path(query[:1], bank)) == 1 and len(pose_style.retrieve_path(query[:0], bank)) == 0
+
+
+def test_retrieve_path_does_not_replay_a_short_loop_on_a_flat_query():
+    bank = styled(300, FPS, "nod", 0)
+    flat = np.repeat(bank[100:101], 250, axis=0)  # an untrained network: nearly constant prediction
+    path = pose_style.retrieve_path(flat, bank, min_jump_gap=12, min_loop=50)
+    _objective(flat, bank, path, 12, 50)  # only allowed transitions
+    back = np.diff(path)[np.diff(path) < 0]
+    assert len(back) and np.all(back < -50)  # it does go back, but never into a stretch shorter than 50
+    assert len(np.unique(path)) >= 25
+    short = pose_style.retrieve_path(flat, bank, min_jump_gap=12, min_loop=12)
+    assert np.diff(short).min() > -50  # without the limit the cheapest answer is a fast cycle
+    with pytest.raises(pose_style.PoseStyleError, match="NaN"):
+        pose_style.retrieve_path(np.full((5, 6), np.nan), bank)
+
+
 # ------------------------------------------------------------------------------ style statistics
 def test_style_stats_and_frechet_separate_two_styles():
     nod_a, nod_b = styled(600, FPS, "nod", 1), styled(600, FPS, "nod", 2)
