@@ -12,13 +12,15 @@ generate job's time with and without a persona, and peak memory (resident set of
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as the worker runs (operators/worker_client.py)
+import numpy as np  # noqa: E402
 import soundfile as sf
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -100,6 +100,9 @@ class WorkerClient:
         env["PYTHONPATH"] = EXT_DIR  # so `inference` is importable whatever the cwd
         env["PYTHONUNBUFFERED"] = "1"
         env["PYTHONIOENCODING"] = "utf-8"
+        # OpenBLAS's spinning threads starve torch's on small machines (persona inference measured
+        # 0.1 s vs up to 1.8 s per take); the worker's matrices are small, one BLAS thread is enough.
+        env.setdefault("OPENBLAS_NUM_THREADS", "1")
         env.setdefault("NUMBA_CACHE_DIR", os.path.join(self.cache_dir, "numba"))  # librosa: compile once
         jobs_root = os.path.join(self.cache_dir, "worker-jobs")
         flags = getattr(subprocess, "CREATE_NO_WINDOW", 0)
