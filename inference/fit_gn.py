@@ -85,6 +85,40 @@ class LandmarkRig:
         return X, A, world_t[0] + trans
 
 
+# Detector drift (stored by operators/landmark_render.py in a calibrated model's meta): per landmark, where
+# MediaPipe's detection sits off the embedded point as the head turns, as a head-space offset (metres, in the
+# view plane) that is a quadratic in the head's (yaw, pitch) relative to the camera.
+DRIFT_KEY = "lmk_drift"
+DRIFT_BASIS = "yaw_pitch_quadratic_v1"
+
+
+def view_angles(R: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(yaw, pitch) in radians of head -> camera rotations (..., 3, 3): where the face's +Z points in the camera."""
+    f = R[..., :, 2]
+    return np.arctan2(f[..., 0], f[..., 2]), np.arctan2(f[..., 1], np.hypot(f[..., 0], f[..., 2]))
+
+
+def drift_basis(yaw: np.ndarray, pitch: np.ndarray) -> np.ndarray:
+    """(..., 6) quadratic terms of (yaw, pitch) in radians: 1, y, p, y^2, y p, p^2."""
+    y, p = np.asarray(yaw, dtype=np.float64), np.asarray(pitch, dtype=np.float64)
+    return np.stack([np.ones_like(y), y, p, y * y, y * p, p * p], -1)
+
+
+def drift_offsets(meta: dict, n_landmarks: int, R: np.ndarray) -> np.ndarray | None:
+    """Head-space detector offsets (T, L, 3) at head rotations ``R`` (T, 3, 3), or None when ``meta`` has no
+    usable drift model. Angles are clamped to the calibrated range: the quadratic is not trusted beyond it."""
+    d = meta.get(DRIFT_KEY)
+    if not isinstance(d, dict) or d.get("basis") != DRIFT_BASIS:
+        return None
+    coef = np.asarray(d.get("coef", []), dtype=np.float64)
+    if coef.shape != (n_landmarks, 3, 6) or not np.all(np.isfinite(coef)):
+        return None
+    yaw, pitch = view_angles(R)
+    yaw = np.clip(yaw, *d.get("yaw_range", (-np.pi, np.pi)))
+    pitch = np.clip(pitch, *d.get("pitch_range", (-np.pi / 2, np.pi / 2)))
+    return np.einsum("tk,lck->tlc", drift_basis(yaw, pitch), coef)
+
+
 @dataclass
 class Camera:
     focal: float

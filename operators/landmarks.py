@@ -4,7 +4,7 @@ Tracking needs the points where THE DETECTOR puts each landmark on this head, wh
 by-construction embedding (the default head's) puts them: MediaPipe's nose bridge, for one, sits
 ~1 cm lower on the default head, a bias a fit reads as the head pitched down. So every head (the
 default one too) gets a detector-calibrated embedding once: Cadence renders the neutral head
-(current identity, expression 0, rest pose) from several views (yaw 0, ±20, ±35; pitch ±15) in a
+(current identity, expression 0, rest pose) from a grid of views (yaw 0, ±20, ±35 x pitch 0, ±15) in a
 temporary scene, has the worker detect MediaPipe landmarks on each render and solves, per landmark,
 for the surface point whose projections best match the detections in all views (model space;
 triangle index + barycentric coordinates; the geometry is in landmark_render.py). The user's scene is never touched: everything rendered lives
@@ -40,7 +40,9 @@ from .landmark_render import (  # noqa: F401 - re-exported: the module's public 
 )
 
 # (yaw, pitch) of the detailed views in degrees: the poses a tracked face typically takes.
-DEFAULT_VIEWS = ((0.0, 0.0), (-20.0, 0.0), (20.0, 0.0), (-35.0, 0.0), (35.0, 0.0), (0.0, 15.0), (0.0, -15.0))
+# A yaw x pitch grid: the embedding is solved over all of them, and the detector's drift off it is fitted as a
+# smooth function of (yaw, pitch) over the grid (landmark_render.fit_drift) for the tracker to undo.
+DEFAULT_VIEWS = tuple((y, p) for p in (0.0, -15.0, 15.0) for y in (0.0, -20.0, 20.0, -35.0, 35.0))
 FRONTAL_VIEWS = ((0.0, 0.0),)
 CALIBRATED = "calibrated"  # marks a multi-view embedding in the model's meta["landmarks"]
 FACE_FILL = 0.6  # the face's larger extent over the frame in the detailed pass
@@ -66,7 +68,7 @@ def _rig_model(rig: bpy.types.Object) -> tuple[HeadModel, dict]:
 
 
 # Bumped whenever the calibration changes, so embeddings cached by an older Cadence are rebuilt.
-CALIBRATION_VERSION = 2
+CALIBRATION_VERSION = 3  # 3: 15-view grid + per-landmark detector drift model
 
 
 def embedding_path(model: HeadModel, context: bpy.types.Context, model_hash: str = "") -> str:
@@ -174,7 +176,7 @@ def ensure_landmark_embedding(rig: bpy.types.Object, context: bpy.types.Context)
     """Path of a HeadModel .npz for ``rig`` with a detector-calibrated mediapipe478 embedding.
 
     A loaded embedding file is used as is. Otherwise the calibrated embedding is cached per head hash
-    (heads/<hash>_mp478v<N>.npz) and built once (a few seconds: seven renders + detections) when missing,
+    (heads/<hash>_mp478v<N>.npz) and built once (seconds: fifteen renders + detections) when missing,
     also for the default head, whose by-construction embedding is biased against the detector.
     """
     if rig_mod.find_rig(rig) is not rig:
@@ -217,7 +219,8 @@ class CADENCE_OT_build_landmarks(bpy.types.Operator):
 
     turned_views: bpy.props.BoolProperty(
         name="Turned Views", default=True,
-        description="Calibrate from seven views (yaw 0, ±20, ±35; pitch ±15) so the points match the detector "
+        description="Calibrate from fifteen views (yaw 0, ±20, ±35 x pitch 0, ±15) so the points and the detector's "
+        "drift are known "
         "across head poses, as tracking needs; off: one frontal view (faster, for a quick look)",
     )
 
