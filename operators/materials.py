@@ -28,7 +28,8 @@ def material(part: str) -> bpy.types.Material:
     mat = bpy.data.materials.get(name)
     if mat is None:
         mat = bpy.data.materials.new(name)
-        mat.use_nodes = True
+        if bpy.app.version < (5, 0, 0):  # 5.0: materials always use nodes (use_nodes is deprecated)
+            mat.use_nodes = True
         bsdf = mat.node_tree.nodes.get("Principled BSDF")
         if bsdf is not None:
             bsdf.inputs["Base Color"].default_value = color

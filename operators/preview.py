@@ -70,7 +70,8 @@ def stage(scene: bpy.types.Scene, rig: bpy.types.Object, engine: str = "EEVEE", 
     world = scene.world or bpy.data.worlds.new("Cadence World")
     scene.world = world
     world.color = (0.05, 0.05, 0.06)
-    if world.use_nodes and world.node_tree.nodes.get("Background"):
+    nodes_on = bpy.app.version >= (5, 0, 0) or world.use_nodes  # 5.0: worlds always use nodes
+    if nodes_on and world.node_tree and world.node_tree.nodes.get("Background"):
         world.node_tree.nodes["Background"].inputs["Color"].default_value = (0.05, 0.05, 0.06, 1.0)
 
     render = scene.render
