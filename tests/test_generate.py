@@ -45,6 +45,16 @@ def rig(clean_scene):
     return bpy.context.active_object
 
 
+def _job(gen, wav: str, seed: int = 0, take_name: str = ""):
+    """A GenerateJob as the operator makes it (the modal path drives this object from a timer)."""
+    import bpy
+
+    return gen.GenerateJob(bpy.context, {"audio": wav, "transcript": None, "seed": seed, "lip_strength": 1.0,
+                                         "motion_amplitude": 1.0, "motion_speed": 1.0},
+                           {"groups": set(gen.GROUP_SETS), "frame_start": 1, "mode": "NEW", "set_frame_range": True,
+                            "add_sound": True, "take_name": take_name, "reduce_tolerance": None})
+
+
 def _snapshot(rig):
     """Everything a take can touch: actions, NLA tracks, keys, shape-key values, frame range, strips."""
     import bpy
@@ -116,10 +126,7 @@ def test_ui_path_and_headless_path_write_the_same_keys(cadence, rig, wav):
     sync_face = _curves(bpy.data.objects[rig["cadence"]["mesh"]].data.shape_keys.animation_data.action)
     sync_head = _curves(rig.animation_data.action)
 
-    job = gen.GenerateJob(bpy.context, {"audio": wav, "transcript": None, "seed": 7, "lip_strength": 1.0,
-                                        "motion_amplitude": 1.0, "motion_speed": 1.0},
-                          {"groups": set(gen.GROUP_SETS), "frame_start": 1, "mode": "NEW", "set_frame_range": True,
-                           "add_sound": True, "take_name": "modal", "reduce_tolerance": None})
+    job = _job(gen, wav, seed=7, take_name="modal")
     job.submit()
     deadline = time.monotonic() + 120
     while not job.poll():  # what the timer does, one tick at a time
@@ -187,10 +194,7 @@ def test_rig_deleted_during_job(cadence, rig, wav):
     import bpy
     gen = cadence.operators.generate
 
-    job = gen.GenerateJob(bpy.context, {"audio": wav, "transcript": None, "seed": 0, "lip_strength": 1.0,
-                                        "motion_amplitude": 1.0, "motion_speed": 1.0},
-                          {"groups": set(gen.GROUP_SETS), "frame_start": 1, "mode": "NEW", "set_frame_range": True,
-                           "add_sound": True, "take_name": "", "reduce_tolerance": None})
+    job = _job(gen, wav)
     job.submit()
     mesh = bpy.data.objects[rig["cadence"]["mesh"]]
     bpy.data.objects.remove(mesh)
@@ -207,10 +211,7 @@ def test_worker_killed_mid_job_then_next_job_works(cadence, rig, wav):
     import bpy
     gen = cadence.operators.generate
 
-    job = gen.GenerateJob(bpy.context, {"audio": wav, "transcript": None, "seed": 0, "lip_strength": 1.0,
-                                        "motion_amplitude": 1.0, "motion_speed": 1.0},
-                          {"groups": set(gen.GROUP_SETS), "frame_start": 1, "mode": "NEW", "set_frame_range": True,
-                           "add_sound": True, "take_name": "", "reduce_tolerance": None})
+    job = _job(gen, wav)
     before = _snapshot(rig)
     job.submit()
     job.client.kill()
@@ -225,13 +226,9 @@ def test_worker_killed_mid_job_then_next_job_works(cadence, rig, wav):
 
 
 def test_cancel_writes_nothing(cadence, rig, wav):
-    import bpy
     gen = cadence.operators.generate
 
-    job = gen.GenerateJob(bpy.context, {"audio": wav, "transcript": None, "seed": 0, "lip_strength": 1.0,
-                                        "motion_amplitude": 1.0, "motion_speed": 1.0},
-                          {"groups": set(gen.GROUP_SETS), "frame_start": 1, "mode": "NEW", "set_frame_range": True,
-                           "add_sound": True, "take_name": "", "reduce_tolerance": None})
+    job = _job(gen, wav)
     before = _snapshot(rig)
     job.submit()
     job.cancel()
