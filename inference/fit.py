@@ -15,7 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 from . import fit_gn as gn
 from .head_model import HeadModel
@@ -28,6 +27,13 @@ RIGID = (33, 133, 362, 263, 1, 4, 5, 6, 168, 197, 195, 10, 151, 9, 8, 98, 327, 1
 IRIS = (468, 473)
 LIPS_INNER = (13, 14, 78, 308, 82, 312, 87, 317)
 EYELIDS = (159, 145, 386, 374, 158, 153, 385, 380, 160, 144, 387, 373)
+# Lips (outer + inner contour) and chin: what the jaw pass reads the mouth opening from.
+MOUTH = (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185, 78, 95, 88,
+         178, 87, 14, 317, 402, 318, 324, 308, 415, 310, 311, 312, 13, 82, 81, 80, 191, 152, 175, 199, 200, 148, 377,
+         176, 400, 171, 396, 208, 428)
+# Expressions that open / close the lips and so trade off against the jaw rotation in a landmark fit.
+MOUTH_OPENING = ("mouthLowerDown", "mouthUpperUp", "mouthClose", "mouthFunnel", "mouthShrugUpper", "mouthShrugLower",
+                 "mouthRollLower", "mouthRollUpper", "mouthStretch_L", "mouthStretch_R", "jawForward")
 
 
 class FitError(ValueError):
@@ -63,8 +69,22 @@ class FitOptions:
     # Rounds of undoing the detector's pose-dependent drift (a calibrated embedding's meta["lmk_drift"]): each
     # shifts the observations by the drift expected at the pose found, then refits (one round converges). Off:
     # on the rendered ground truth 1 round cut the head rotation error 4.18 -> 3.77 deg and the RMS 3.37 -> 2.5 px
-    # but halved browInnerUp's correlation (0.64 -> 0.25) and raised the jaw error 4.26 -> 4.39 deg.
+    # but halved browInnerUp's correlation (0.64 -> 0.25) and raised the jaw error 4.26 -> 4.39 deg. With the
+    # material-rendered calibration + detector basis: head 3.64 -> 3.37 deg but brow r 0.55 -> -0.33; keeping only
+    # landmarks whose drift model halves the leave-one-view-out error did not save the brow (r 0.03).
     drift_iters: int = 0
+    # Jaw pass (after everything): LM iterations with the mouth-opening expressions (MOUTH_OPENING) pulled to 0 by
+    # ``jaw_pass_prior``, so the jaw rotation takes the opening they absorbed (MediaPipe's chin under-follows it).
+    # On the rendered ground truth: jaw error 3.56 -> 2.77 deg (slope of the read opening 0.5 -> 0.66 without the
+    # detector basis), head 3.64 -> 3.74 deg. Saturates from a prior of 3e-3; "mouth only" (pose held, lips +
+    # chin landmarks) helped less (4.4 -> 4.2 deg vs 3.8).
+    jaw_pass_iters: int = 4
+    jaw_pass_prior: float = 1e-2
+    jaw_pass_mouth_only: bool = False  # head pose held, only lips + chin landmarks, only mouth expressions move
+    # Use a calibrated embedding's measured detector response to each expression and to the jaw
+    # (meta[fit_gn.EXPR_DRIFT_KEY]) in the landmark basis. On the rendered ground truth: head 4.76 -> 3.64 deg,
+    # smile r 0.36/0.57 -> 0.56/0.65 (expression no longer leaks into the head pose as much).
+    detector_basis: bool = True
 
 
 @dataclass
@@ -83,86 +103,6 @@ class FitResult:
 def is_bounded(head: HeadModel) -> bool:
     """Cadence's default head has semantic 0..1 controls; FLAME-style bases are unbounded."""
     return "cadence-default-head" in (head.source or "") or "cadence-default-head" in str(head.meta.get("generator", ""))
-
-
-def rodrigues_t(aa: torch.Tensor) -> torch.Tensor:
-    """Axis-angle (..., 3) -> rotation matrices (..., 3, 3); smooth at 0 (same formula as head_model.rodrigues)."""
-    theta = torch.sqrt((aa * aa).sum(-1, keepdim=True) + 1e-24)
-    k = aa / theta
-    kx, ky, kz = k.unbind(-1)
-    zero = torch.zeros_like(kx)
-    K = torch.stack([zero, -kz, ky, kz, zero, -kx, -ky, kx, zero], -1).reshape(aa.shape[:-1] + (3, 3))
-    s = torch.sin(theta)[..., None]
-    c = torch.cos(theta)[..., None]
-    eye = torch.eye(3, dtype=aa.dtype).expand(K.shape)
-    return eye + s * K + (1 - c) * (K @ K)
-
-
-class TorchLandmarks:
-    """HeadModel.forward restricted to the landmark triangles' vertices, batched over frames, in torch."""
-
-    def __init__(self, head: HeadModel, dtype: torch.dtype = torch.float64):
-        if head.lmk_faces is None or head.lmk_scheme != "mediapipe478":
-            raise FitError(
-                "this head has no landmark embedding: build one (Cadence > Build Landmarks) or load an embedding file"
-            )
-        tri = head.faces[head.lmk_faces]  # (L, 3)
-        used, local = np.unique(tri, return_inverse=True)
-        t = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=dtype)  # noqa: E731
-        self.head = head
-        self.dtype = dtype
-        self.ids = np.asarray(head.lmk_ids, dtype=np.int64)
-        self.tri = torch.as_tensor(local.reshape(tri.shape), dtype=torch.long)
-        self.bary = t(head.lmk_bary)
-        self.v0 = t(head.v_template[used])
-        self.sd = t(head.shapedirs[used])
-        self.ed = t(head.exprdirs[used])
-        self.pd = t(head.posedirs[used])
-        self.ed_flat = self.ed.reshape(-1, self.ed.shape[2]).T.contiguous()  # (E, U*3)
-        self.pd_flat = self.pd.reshape(-1, self.pd.shape[2]).T.contiguous()
-        self.Jed_flat = None
-        self.w = t(head.weights[used])
-        self.J0 = t(head.j_regressor @ head.v_template)
-        self.Jsd = t(np.einsum("jv,vcs->jcs", head.j_regressor, head.shapedirs))
-        self.Jed = t(np.einsum("jv,vce->jce", head.j_regressor, head.exprdirs))
-        self.Jed_flat = self.Jed.reshape(-1, self.Jed.shape[2]).T.contiguous()  # (E, J*3)
-        self.parents = [int(p) for p in head.parents]
-
-    def __call__(self, shape: torch.Tensor, expr: torch.Tensor, pose: torch.Tensor, trans: torch.Tensor) -> torch.Tensor:
-        """shape (S,), expr (T, E), pose (T, J, 3), trans (T, 3) -> landmarks (T, L, 3)."""
-        T = expr.shape[0]
-        U = self.v0.shape[0]
-        # Plain 2-D matmuls on flattened bases: far faster on CPU than batched tiny 3x3 products.
-        v = (self.v0 + self.sd @ shape).reshape(1, U * 3) + expr @ self.ed_flat  # (T, U*3)
-        joints = (self.J0 + self.Jsd @ shape).reshape(1, -1) + expr @ self.Jed_flat
-        joints = joints.reshape(T, -1, 3)  # (T, J, 3)
-        rots = rodrigues_t(pose)  # (T, J, 3, 3)
-        if self.pd.shape[2]:
-            feat = (rots[:, 1:] - torch.eye(3, dtype=self.dtype)).reshape(T, -1)
-            v = v + feat @ self.pd_flat
-        v = v.reshape(T, U, 3)
-        world_r, world_t = [], []
-        for j, p in enumerate(self.parents):
-            if p < 0:
-                world_r.append(rots[:, j])
-                world_t.append(joints[:, j])
-            else:
-                world_r.append(world_r[p] @ rots[:, j])
-                world_t.append((world_r[p] @ (joints[:, j] - joints[:, p])[..., None])[..., 0] + world_t[p])
-        R = torch.stack(world_r, 1)  # (T, J, 3, 3)
-        tw = torch.stack(world_t, 1)
-        skin_t = tw - (R @ joints[..., None])[..., 0]  # (T, J, 3)
-        per_joint = v[:, None] @ R.transpose(-1, -2) + skin_t[:, :, None, :]  # (T, J, U, 3)
-        verts = (per_joint * self.w.T[None, :, :, None]).sum(1) + trans[:, None, :]
-        tri = verts[:, self.tri]  # (T, L, 3, 3)
-        return (self.bary[None, :, :, None] * tri).sum(2)
-
-
-def project(points: torch.Tensor, focal: torch.Tensor, position: torch.Tensor, cx: float, cy: float) -> torch.Tensor:
-    """Model-space points (..., 3) -> pixels (..., 2) for the contract's camera."""
-    d = points - position
-    depth = (-d[..., 2]).clamp_min(1e-4)
-    return torch.stack([cx + focal * d[..., 0] / depth, cy - focal * d[..., 1] / depth], -1)
 
 
 _C = np.diag([1.0, -1.0, -1.0])  # OpenCV camera axes (x right, y down, z forward) <-> the contract camera
@@ -205,7 +145,7 @@ def fit_landmarks(head: HeadModel, obs: np.ndarray, valid: np.ndarray, width: in
     if T == 0 or not valid.any():
         raise FitError("no face was found in any frame of the video")
     obs_l = np.nan_to_num(obs[:, ids])  # (T, L, 2)
-    rig = gn.LandmarkRig(head)
+    rig = gn.LandmarkRig(head, detector_basis=opts.detector_basis)
     neutral = head.landmarks(head.forward()[0])
     face_px = float(np.median([np.ptp(o[:, 0]) for o in obs_l[valid]]))
     lw = _weights(head, ids, opts, fit_eyes)
@@ -296,6 +236,9 @@ def fit_landmarks(head: HeadModel, obs: np.ndarray, valid: np.ndarray, width: in
     st = _expand(st, frames, T) if not valid.all() else st
     prob.smooth = opts.smooth
     st, _ = gn.solve(prob, st, cam, opts.iters_final)
+    if opts.jaw_pass_iters > 0 and prob.jaw_idx is not None:
+        st = _jaw_pass(head, prob, st, cam, opts)
+        report["jaw_pass"] = True
     say(1.0)
 
     r, *_ = prob.residual(st, cam)
@@ -310,6 +253,26 @@ def fit_landmarks(head: HeadModel, obs: np.ndarray, valid: np.ndarray, width: in
         eyes[:, :, :2] = st.eyes
         result.report["eyes"] = eyes
     return result
+
+
+def _jaw_pass(head: HeadModel, prob: gn.Problem, st: gn.State, cam: gn.Camera, opts: FitOptions) -> gn.State:
+    """Refit with the mouth-opening expressions penalised towards 0 (see FitOptions.jaw_pass_iters)."""
+    names = list(head.expr_names)
+    opening = np.isin(names, MOUTH_OPENING)
+    if not opening.any():
+        return st
+    prior = np.broadcast_to(np.asarray(prob.expr_prior, dtype=np.float64), (len(names),)).copy()
+    prior[opening] += opts.jaw_pass_prior
+    jp = gn.Problem(**{**prob.__dict__, "expr_prior": prior})
+    if opts.jaw_pass_mouth_only:
+        ids = np.asarray(head.lmk_ids)
+        fw = np.broadcast_to(np.isin(ids, MOUTH).astype(np.float64), prob.obs.shape[:2])
+        jp.frame_weight = fw if prob.frame_weight is None else prob.frame_weight * fw
+        jp.hold_rigid = True
+        jp.fit_eyes = False
+        jp.expr_free = np.array([n.startswith(("mouth", "jaw", "cheek")) for n in names])
+    st, _ = gn.solve(jp, st, cam, opts.jaw_pass_iters)
+    return st
 
 
 def _drift_px(head: HeadModel, rig: gn.LandmarkRig, prob: gn.Problem, st: gn.State, cam: gn.Camera

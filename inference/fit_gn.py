@@ -36,9 +36,13 @@ def skew(v: np.ndarray) -> np.ndarray:
 
 
 class LandmarkRig:
-    """HeadModel.forward on the landmark triangles only, batched over frames, with the blended rotations."""
+    """HeadModel.forward on the landmark triangles only, batched over frames, with the blended rotations.
 
-    def __init__(self, head: HeadModel):
+    ``detector_basis``: with a calibrated embedding's meta[EXPR_DRIFT_KEY], each landmark also moves (in head
+    space) the way the detector's landmark was seen to move with each expression and with the jaw opening.
+    """
+
+    def __init__(self, head: HeadModel, detector_basis: bool = False):
         tri = head.faces[head.lmk_faces]
         used, local = np.unique(tri, return_inverse=True)
         self.tri = local.reshape(tri.shape)
@@ -57,6 +61,13 @@ class LandmarkRig:
         # Per landmark bases (barycentric blends of the triangle's vertices).
         self.ed_l = np.einsum("lk,lkce->lce", self.bary, self.ed[self.tri])  # (L, 3, E)
         self.sd_l = np.einsum("lk,lkcs->lcs", self.bary, self.sd[self.tri])  # (L, 3, S)
+        self.expr_drift, self.jaw_drift = expr_drift(head.meta, len(self.bary), head.n_expr) if detector_basis \
+            else (None, None)
+        names = list(head.joint_names)
+        self.jaw_idx = names.index("jaw") if "jaw" in names else None
+        if self.expr_drift is not None:
+            self.ed_l = self.ed_l + self.expr_drift
+            self.expr_drift_flat = self.expr_drift.reshape(-1, head.n_expr).T.copy()  # (E, L*3)
 
     def forward(self, shape: np.ndarray, expr: np.ndarray, pose: np.ndarray, trans: np.ndarray
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -82,6 +93,11 @@ class LandmarkRig:
         verts = np.einsum("tuab,tub->tua", M, v) + self.W @ skin_t + trans[:, None, :]
         X = np.einsum("lk,tlkc->tlc", self.bary, verts[:, self.tri])
         A = np.einsum("lk,tlkab->tlab", self.bary, M[:, self.tri])
+        if self.expr_drift is not None:  # the detector's own response, turned with the head
+            off = (expr @ self.expr_drift_flat).reshape(T, -1, 3)
+            if self.jaw_idx is not None:
+                off = off + np.clip(pose[:, self.jaw_idx, 0], 0.0, None)[:, None, None] * self.jaw_drift[None]
+            X = X + np.einsum("tab,tlb->tla", R[:, 0], off)
         return X, A, world_t[0] + trans
 
 
@@ -117,6 +133,25 @@ def drift_offsets(meta: dict, n_landmarks: int, R: np.ndarray) -> np.ndarray | N
     yaw = np.clip(yaw, *d.get("yaw_range", (-np.pi, np.pi)))
     pitch = np.clip(pitch, *d.get("pitch_range", (-np.pi / 2, np.pi / 2)))
     return np.einsum("tk,lck->tlc", drift_basis(yaw, pitch), coef)
+
+
+# How the detector's landmarks follow each expression and the jaw (operators/landmarks.expression_drift):
+# {"expr": (L, 3, E) head-space metres per unit expression, "jaw": (L, 3) metres per radian of opening}.
+EXPR_DRIFT_KEY = "lmk_expr_drift"
+
+
+def expr_drift(meta: dict, n_landmarks: int, n_expr: int) -> tuple[np.ndarray, np.ndarray] | tuple[None, None]:
+    """The calibrated (expression, jaw) detector response, or (None, None) when ``meta`` has none usable."""
+    d = meta.get(EXPR_DRIFT_KEY)
+    if not isinstance(d, dict):
+        return None, None
+    e = np.asarray(d.get("expr", []), dtype=np.float64)
+    j = np.asarray(d.get("jaw", []), dtype=np.float64)
+    if e.shape != (n_landmarks, 3, n_expr) or j.shape != (n_landmarks, 3):
+        return None, None
+    if not (np.all(np.isfinite(e)) and np.all(np.isfinite(j))):
+        return None, None
+    return e, j
 
 
 @dataclass
@@ -164,13 +199,15 @@ class Problem:
     weight: np.ndarray  # (L,) per landmark weights (already include the normalisation)
     valid: np.ndarray  # (T,) 1.0 where the frame has a face
     bounded: bool
-    expr_prior: float
+    expr_prior: float | np.ndarray  # scalar, or (E,) per expression
     jaw_prior: float
     eye_prior: float = 1e-3
     smooth: float = 0.0  # first-difference weight (rot, trans x 10, jaw, expr x 0.1)
     fit_eyes: bool = False
     fit_expr: bool = True
     frame_weight: np.ndarray | None = None  # (T, L) per frame multipliers of ``weight`` (visibility), optional
+    hold_rigid: bool = False  # keep head rotation + translation where they are (a jaw / mouth-only pass)
+    expr_free: np.ndarray | None = None  # (E,) bool: the expressions the solve may move (default: all)
 
     def frames(self, idx: np.ndarray) -> Problem:
         """The problem restricted to the frames ``idx``."""
@@ -197,7 +234,7 @@ class Problem:
         return (uv - self.obs) * sw, X, A, (P, root, sw)
 
     def prior_cost(self, s: State) -> np.ndarray:
-        c = (self.expr_prior * (s.expr**2).sum(1) + self.jaw_prior * ((s.jaw[:, 1:] ** 2).sum(1)
+        c = ((self.expr_prior * s.expr**2).sum(1) + self.jaw_prior * ((s.jaw[:, 1:] ** 2).sum(1)
              + np.minimum(s.jaw[:, 0], 0.0) ** 2))
         if self.fit_eyes:
             c = c + self.eye_prior * (s.eyes**2).sum((1, 2))
@@ -280,7 +317,7 @@ def solve(prob: Problem, s: State, cam: Camera, iters: int, rigid_only: bool = F
             g[:, o:o + 4] += prob.eye_prior * s.eyes.reshape(T, 4)
             o += 4
         if E:
-            H[:, o:, o:] += prob.expr_prior * np.eye(E)
+            H[:, o:, o:] += np.diag(np.broadcast_to(prob.expr_prior, (E,)))
             g[:, o:] += prob.expr_prior * s.expr
         if prob.smooth and T > 1:
             segs = [(0, s.rot, 1.0), (3, s.trans, 100.0)]
@@ -298,6 +335,10 @@ def solve(prob: Problem, s: State, cam: Camera, iters: int, rigid_only: bool = F
         if E and prob.bounded:  # active set: hold controls at a bound that the gradient pushes past
             ex = s.expr
             free[:, P - E:] = ~(((ex <= 1e-9) & (g[:, P - E:] > 0)) | ((ex >= 1 - 1e-9) & (g[:, P - E:] < 0)))
+        if prob.hold_rigid:
+            free[:, :6] = False
+        if E and prob.expr_free is not None:
+            free[:, P - E:] &= np.asarray(prob.expr_free, dtype=bool)[None]
         Hd = H + (mu[:, None, None] * np.diagonal(H, axis1=1, axis2=2)[:, None, :] + 1e-9) * eye_p
         mask = free[:, :, None] & free[:, None, :]
         Hd = np.where(mask, Hd, eye_p)

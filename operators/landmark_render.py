@@ -15,8 +15,9 @@ import numpy as np
 from mathutils import Matrix, Vector
 from mathutils.bvhtree import BVHTree
 
-from ..inference.fit_gn import DRIFT_BASIS, DRIFT_KEY, drift_basis, view_angles
+from ..inference.fit_gn import DRIFT_BASIS, DRIFT_KEY, EXPR_DRIFT_KEY, drift_basis, view_angles
 from ..inference.head_model import HeadModel
+from . import materials
 
 SCHEME = "mediapipe478"
 N_MEDIAPIPE = 478
@@ -147,10 +148,14 @@ def vertex_colours(verts: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return rgb
 
 
-def render_view(verts: np.ndarray, faces: np.ndarray, cam: ViewCamera, filepath: str) -> str:
+def render_view(verts: np.ndarray, faces: np.ndarray, cam: ViewCamera, filepath: str,
+                groups: dict | None = None) -> str:
     """Render the mesh (model space) through ``cam`` into a PNG, in a temporary scene removed afterwards.
 
-    Nothing of the current scene is used or changed; every datablock made here is deleted, also on error.
+    ``groups`` (a model's meta["material_groups"]): render with the rig's own materials and the preview's
+    Workbench look, so the detector sees what it sees in a render of the rig; without, skin vertex colours with
+    painted eyeballs. Nothing of the current scene is used or changed; every datablock made here is deleted
+    (the shared Cadence materials are kept), also on error.
     """
     made: list = []
     had_render_result = {im.name for im in bpy.data.images if im.type == "RENDER_RESULT"}
@@ -161,9 +166,12 @@ def render_view(verts: np.ndarray, faces: np.ndarray, cam: ViewCamera, filepath:
         mesh.from_pydata(verts.tolist(), [], faces.tolist())
         mesh.polygons.foreach_set("use_smooth", np.ones(len(mesh.polygons), dtype=bool))
         mesh.update()
-        colours = np.concatenate([vertex_colours(verts, faces), np.ones((len(verts), 1))], 1)
-        attr = mesh.color_attributes.new("Cadence Landmark Colour", "FLOAT_COLOR", "POINT")
-        attr.data.foreach_set("color", colours.astype(np.float32).ravel())
+        if groups:
+            materials.assign(mesh, groups)
+        else:
+            colours = np.concatenate([vertex_colours(verts, faces), np.ones((len(verts), 1))], 1)
+            attr = mesh.color_attributes.new("Cadence Landmark Colour", "FLOAT_COLOR", "POINT")
+            attr.data.foreach_set("color", colours.astype(np.float32).ravel())
         obj = bpy.data.objects.new("Cadence Landmark Head", mesh)
         made.append(obj)
         scene.collection.objects.link(obj)
@@ -182,7 +190,7 @@ def render_view(verts: np.ndarray, faces: np.ndarray, cam: ViewCamera, filepath:
 
         world = bpy.data.worlds.new("Cadence Landmark World")
         made.append(world)
-        world.color = (0.25, 0.25, 0.27)
+        world.color = (0.05, 0.05, 0.06) if groups else (0.25, 0.25, 0.27)
         scene.world = world
 
         r = scene.render
@@ -195,8 +203,8 @@ def render_view(verts: np.ndarray, faces: np.ndarray, cam: ViewCamera, filepath:
         r.filepath = filepath
         shading = scene.display.shading
         shading.light = "STUDIO"
-        shading.color_type = "VERTEX"
-        shading.show_cavity = True  # creases (eyelids, lips, nostrils) help the face detector
+        shading.color_type = "MATERIAL" if groups else "VERTEX"
+        shading.show_cavity = not groups  # creases (eyelids, lips, nostrils) help the detector on a flat skin
         shading.cavity_type = "BOTH"
         scene.display.render_aa = "8"
         scene.view_settings.view_transform = "Standard"
@@ -428,4 +436,4 @@ def embed(model: HeadModel, verts: np.ndarray, views: list[tuple[ViewCamera, np.
                                lmk_scheme=SCHEME, meta={**{k: v for k, v in model.meta.items() if k not in _CALIBRATION_KEYS}, "landmarks_from": how, **extra})
 
 
-_CALIBRATION_KEYS = ("lmk_rms_rel", DRIFT_KEY, "lmk_drift_rms_rel")  # replaced by each new embedding
+_CALIBRATION_KEYS = ("lmk_rms_rel", DRIFT_KEY, "lmk_drift_rms_rel", EXPR_DRIFT_KEY)  # replaced by each new embedding

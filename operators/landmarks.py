@@ -22,6 +22,7 @@ import bpy
 import numpy as np
 from mathutils.bvhtree import BVHTree
 
+from ..inference.fit_gn import EXPR_DRIFT_KEY, view_angles
 from ..inference.head_model import HeadModel, HeadModelError
 from . import rig as rig_mod
 from . import worker_client
@@ -68,7 +69,7 @@ def _rig_model(rig: bpy.types.Object) -> tuple[HeadModel, dict]:
 
 
 # Bumped whenever the calibration changes, so embeddings cached by an older Cadence are rebuilt.
-CALIBRATION_VERSION = 3  # 3: 15-view grid + per-landmark detector drift model
+CALIBRATION_VERSION = 4  # 3: 15-view grid + per-landmark detector drift model; 4: rendered with the rig's materials
 
 
 def embedding_path(model: HeadModel, context: bpy.types.Context, model_hash: str = "") -> str:
@@ -133,14 +134,81 @@ def build_from_render(rig: bpy.types.Object, context: bpy.types.Context, views=D
         for yaw, pitch in views:
             cam = frame_camera(verts, size=size, yaw_deg=yaw, pitch_deg=pitch, centre=centre, extent=extent,
                                fill=FACE_FILL)
-            image = render_view(verts, model.faces, cam, os.path.join(tmp, f"face_{yaw:+.0f}_{pitch:+.0f}.png"))
+            image = render_view(verts, model.faces, cam, os.path.join(tmp, f"face_{yaw:+.0f}_{pitch:+.0f}.png"),
+                                groups=model.meta.get("material_groups"))
             try:
                 found.append((cam, detect_landmarks(context, image)))
             except LandmarkError:
                 if yaw == 0.0 and pitch == 0.0:  # the frontal view is required; other views refine it
                     raise
+        embedded = embed(model, verts, found, bvh)
+        near = [(cam, lmk) for cam, lmk in found if _near_frontal(cam)]
+        if len(found) > 1 and near:
+            embedded.meta[EXPR_DRIFT_KEY] = expression_drift(embedded, shape if shape.size else None, near, context,
+                                                             tmp)
     how = f"built from render ({len(found)} views, {CALIBRATED})" if len(found) > 1 else "built from render"
-    return _store(rig, embed(model, verts, found, bvh), context, how)
+    return _store(rig, embedded, context, how)
+
+
+JAW_CALIB_RAD = 0.2  # the jaw opening rendered to measure how the detector follows it
+MIN_AGREEMENT = 0.5  # cosine between the detector's and the model's landmark motion for a response to be kept
+
+
+def _near_frontal(cam) -> bool:
+    """Views within 25 deg of yaw at level pitch: where an expression's response is measured."""
+    yaw, pitch = view_angles(cam.rotation.T)
+    return abs(yaw) < np.radians(25) and abs(pitch) < np.radians(1)
+
+
+def expression_drift(model: HeadModel, shape: np.ndarray | None, views: list, context: bpy.types.Context,
+                     tmp: str) -> dict:
+    """How the detector's landmarks move with each expression (at 1) and with the jaw, beyond the embedded
+    points' own motion: per landmark a head-space offset (metres in the view plane) per unit expression / per
+    radian of jaw opening, averaged over ``views`` ((camera, neutral detections) near frontal). The tracker adds
+    it to the landmark basis, so motion the detector under-follows (MediaPipe's chin follows about half of a jaw
+    opening) is not read as a head turn or a smaller jaw.
+
+    A response is kept only where the detector's landmark motion agrees with the model's (cosine over all
+    landmarks >= MIN_AGREEMENT): a smaller response (the brows) is dominated by the detector's noise and by
+    whole-mesh shifts that mimic a head turn. Expressions whose render loses the face get none."""
+    ids = np.asarray(model.lmk_ids)
+    p0 = model.landmarks(model.forward(shape=shape)[0])
+    groups = model.meta.get("material_groups")
+
+    def response(verts: np.ndarray, name: str) -> tuple[np.ndarray, float]:
+        drift, dot, n_det, n_mod = np.zeros((len(ids), 3)), 0.0, 0.0, 0.0
+        for v, (cam, neutral) in enumerate(views):
+            image = render_view(verts, model.faces, cam, os.path.join(tmp, f"x_{name}_{v}.png"), groups=groups)
+            det = detect_landmarks(context, image)[ids, :2] - neutral[ids, :2]
+            mod = cam.project(model.landmarks(verts)) - cam.project(p0)
+            dot, n_det, n_mod = dot + (det * mod).sum(), n_det + (det**2).sum(), n_mod + (mod**2).sum()
+            r = det - mod
+            depth = -((p0 - cam.position) @ cam.rotation)[:, 2]
+            local = np.stack([r[:, 0], -r[:, 1], np.zeros(len(r))], 1) * (depth / cam.focal_px)[:, None]
+            drift += local @ cam.rotation.T / len(views)
+        return drift, dot / max(np.sqrt(n_det * n_mod), 1e-12)
+
+    expr = np.zeros((len(ids), 3, model.n_expr))
+    for e in range(model.n_expr):
+        coeffs = np.zeros(model.n_expr)
+        coeffs[e] = 1.0
+        try:
+            drift, agree = response(model.forward(shape=shape, expression=coeffs)[0], f"e{e}")
+        except LandmarkError:
+            continue
+        if agree >= MIN_AGREEMENT:
+            expr[:, :, e] = drift
+    jaw = np.zeros((len(ids), 3))
+    names = list(model.joint_names)
+    if "jaw" in names:
+        pose = np.zeros((model.n_joints, 3))
+        pose[names.index("jaw"), 0] = JAW_CALIB_RAD
+        try:
+            drift, agree = response(model.forward(shape=shape, pose=pose)[0], "jaw")
+            jaw = drift / JAW_CALIB_RAD if agree >= MIN_AGREEMENT else jaw
+        except LandmarkError:
+            pass
+    return {"expr": np.round(expr, 7).tolist(), "jaw": np.round(jaw, 7).tolist()}
 
 
 def load_from_file(rig: bpy.types.Object, context: bpy.types.Context, filepath: str) -> str:
