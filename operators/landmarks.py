@@ -34,15 +34,15 @@ from .landmark_render import (  # noqa: F401 - re-exported: the module's public 
     ViewCamera,
     barycentric,
     cast_view,
-    embed,
     face_framing,
     frame_camera,
     render_view,
 )
+from .landmark_solve import embed  # noqa: F401 - re-exported
 
 # (yaw, pitch) of the detailed views in degrees: the poses a tracked face typically takes.
 # A yaw x pitch grid: the embedding is solved over all of them, and the detector's drift off it is fitted as a
-# smooth function of (yaw, pitch) over the grid (landmark_render.fit_drift) for the tracker to undo.
+# smooth function of (yaw, pitch) over the grid (landmark_solve.fit_drift) for the tracker to undo.
 DEFAULT_VIEWS = tuple((y, p) for p in (0.0, -15.0, 15.0) for y in (0.0, -20.0, 20.0, -35.0, 35.0))
 FRONTAL_VIEWS = ((0.0, 0.0),)
 CALIBRATED = "calibrated"  # marks a multi-view embedding in the model's meta["landmarks"]
