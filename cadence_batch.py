@@ -22,6 +22,12 @@ import sys
 from pathlib import Path
 
 
+def _scene_options(ap: argparse.ArgumentParser) -> None:
+    """Where each job starts from: shared by every batch command."""
+    ap.add_argument("--head", default="", help="FLAME .pkl/.npz head to use when the scene has no Cadence head")
+    ap.add_argument("--base", default="", help="base .blend to start from (default: the opened file)")
+
+
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="cadence_batch", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -29,8 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--out", required=True, help="output folder")
     ap.add_argument("--single-blend", action="store_true",
                     help="one .blend with a take (action) per file instead of one .blend per file")
-    ap.add_argument("--head", default="", help="FLAME .pkl/.npz head to use when the scene has no Cadence head")
-    ap.add_argument("--base", default="", help="base .blend to start each file from (default: the opened file)")
+    _scene_options(ap)
     ap.add_argument("--frame-start", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--preview", action="store_true", help="also render a low-resolution mp4 with sound per file")
@@ -44,8 +49,7 @@ def _track_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="cadence_batch track", description="Track a video onto the Cadence head")
     ap.add_argument("video")
     ap.add_argument("--out", required=True, help="output folder (gets <video>_track.blend)")
-    ap.add_argument("--head", default="", help="FLAME .pkl/.npz head to use when the scene has no Cadence head")
-    ap.add_argument("--base", default="", help="base .blend (default: the opened file)")
+    _scene_options(ap)
     ap.add_argument("--frame-start", type=int, default=1)
     ap.add_argument("--no-background", action="store_true", help="do not show the video behind the camera")
     return ap
@@ -55,8 +59,7 @@ def _personalize_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="cadence_batch personalize", description="Learn a persona from a video")
     ap.add_argument("video")
     ap.add_argument("--persona-out", required=True, help="persona file to write (e.g. me.persona.pt)")
-    ap.add_argument("--head", default="", help="FLAME .pkl/.npz head to use when the scene has no Cadence head")
-    ap.add_argument("--base", default="", help="base .blend (default: the opened file)")
+    _scene_options(ap)
     ap.add_argument("--epochs", type=int, default=100)
     ap.add_argument("--frames", type=int, default=300, help="frames to learn from (0: all)")
     ap.add_argument("--general", default="", help="general model to fine-tune (optional)")

@@ -58,16 +58,17 @@ def find_ffmpeg() -> str | None:
     return shutil.which("ffmpeg")
 
 
-def _check_file(path: str | os.PathLike) -> str:
-    path = os.fspath(path)
+def check_input_file(path: str | os.PathLike | None, kind: str = "audio", error: type[Exception] = AudioError) -> str:
+    """The path of an existing, non-empty file, or ``error`` saying what is wrong (for audio and video)."""
+    path = os.fspath(path) if path is not None else ""
     if not path:
-        raise AudioError("no audio file was given")
+        raise error(f"no {kind} file was given")
     if not os.path.exists(path):
-        raise AudioError(f"audio file not found: {path}")
+        raise error(f"{kind} file not found: {path}")
     if os.path.isdir(path):
-        raise AudioError(f"{path} is a folder, not an audio file")
+        raise error(f"{path} is a folder, not an {kind} file" if kind[0] in "aeiou" else f"{path} is a folder, not a {kind} file")
     if os.path.getsize(path) == 0:
-        raise AudioError(f"audio file {os.path.basename(path)} is empty (0 bytes)")
+        raise error(f"{kind} file {os.path.basename(path) or path} is empty (0 bytes)")
     return path
 
 
@@ -91,7 +92,7 @@ def _no_ffmpeg_message(path: str) -> str:
 
 def probe(path: str | os.PathLike) -> AudioInfo:
     """What the file holds, without decoding it; raises AudioError for anything unusable."""
-    path = _check_file(path)
+    path = check_input_file(path)
     import soundfile as sf
 
     try:

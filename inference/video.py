@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .audio import check_input_file
+
 MIN_SECONDS = 1.0
 MIN_FRAMES = 25
 MAX_SIDE = 1280  # landmark detection gains nothing above this; bigger frames are downscaled
@@ -51,15 +53,7 @@ def _name(path: str) -> str:
 
 
 def _check_file(path: str | os.PathLike) -> str:
-    path = os.fspath(path) if path is not None else ""
-    if not path:
-        raise VideoError("no video file was given")
-    if not os.path.exists(path):
-        raise VideoError(f"video file not found: {path}")
-    if os.path.isdir(path):
-        raise VideoError(f"{path} is a folder, not a video file")
-    if os.path.getsize(path) == 0:
-        raise VideoError(f"video file {_name(path)} is empty (0 bytes)")
+    path = check_input_file(path, "video", VideoError)
     with open(path, "rb") as fh:
         head = fh.read(1024)
     printable = sum(32 <= b < 127 or b in (9, 10, 13) for b in head)
