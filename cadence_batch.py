@@ -52,6 +52,8 @@ def _track_parser() -> argparse.ArgumentParser:
     _scene_options(ap)
     ap.add_argument("--frame-start", type=int, default=1)
     ap.add_argument("--no-background", action="store_true", help="do not show the video behind the camera")
+    ap.add_argument("--lens-mm", type=float, default=0.0,
+                    help="the video camera's focal length (35 mm equivalent) when known; default: estimated")
     return ap
 
 
@@ -73,7 +75,8 @@ def _run_command(command: str, argv: list[str], cadence, bpy) -> int:
     try:
         if command == "track":
             batch.run_track(args.video, args.out, head_file=args.head, base_blend=base,
-                            frame_start=args.frame_start, show_background=not args.no_background)
+                            frame_start=args.frame_start, show_background=not args.no_background,
+                            lens_mm=args.lens_mm)
         else:
             batch.run_personalize(args.video, args.persona_out, head_file=args.head, base_blend=base,
                                   epochs=args.epochs, n_frames=args.frames, general=args.general)

@@ -1,4 +1,4 @@
-"""Tracking speed: landmarks (MediaPipe, tracking mode) and the batched fit, separately and in total.
+"""Tracking speed: landmarks (MediaPipe, each frame on its own) and the batched fit, separately and in total.
 
     .venv/bin/python bench/bench_tracking.py [VIDEO.mp4] [--fps 25] [--threads 2]
 

@@ -79,13 +79,17 @@ def pick_face(faces: list[np.ndarray], width: int, height: int, previous: np.nda
 class LandmarkTracker:
     """Landmarks frame by frame. ``static=False`` (default) uses MediaPipe's tracking mode for video.
 
+    ``follow``: with several faces, keep the one nearest the face picked in the previous frame (default:
+    in tracking mode only; a video detected frame by frame in static mode passes True).
+
     ``task_model``: optional path of a MediaPipe ``.task`` FaceLandmarker model (used instead of the
     bundled Face Mesh). Not thread-safe: one tracker per video.
     """
 
     def __init__(self, static: bool = False, task_model: str | os.PathLike | None = None,
-                 max_faces: int = MAX_FACES, min_confidence: float = 0.5) -> None:
+                 max_faces: int = MAX_FACES, min_confidence: float = 0.5, follow: bool | None = None) -> None:
         self.static = bool(static)
+        self.follow = (not self.static) if follow is None else bool(follow)
         self.last_n_faces = 0
         self.max_faces_seen = 0
         self._previous: np.ndarray | None = None
@@ -111,7 +115,7 @@ class LandmarkTracker:
         if not faces:
             self._previous = None
             return None
-        pts = faces[pick_face(faces, w, h, None if self.static else self._previous)]
+        pts = faces[pick_face(faces, w, h, self._previous if self.follow else None)]
         self._previous = pts
         return pts
 

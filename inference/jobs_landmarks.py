@@ -45,3 +45,52 @@ def detect_landmarks_job(params: dict, ctx: JobContext) -> dict:
     lmk = np.asarray(lmk, dtype=np.float64)
     ctx.progress(1.0, "done")
     return {"landmarks": lmk.tolist(), "width": int(rgb.shape[1]), "height": int(rgb.shape[0])}
+
+
+@register_job("calibrate_pose")
+def calibrate_pose_job(params: dict, ctx: JobContext) -> dict:
+    """Learn a head's pose correction (inference/pose_calibration.py) from renders with known poses.
+
+    params {"head_file": model .npz with its embedding, "images": [png paths], "truth": .npz path with
+    "rot" (N, 3), "jaw" (N, 3), "expr" (N, E) of each render, "focal_px", "width", "height"}
+    -> the correction dict (pose_calibration.learn) + {"detected": renders with a face}.
+    """
+    import cv2  # noqa: PLC0415 - heavy, worker only
+
+    from . import face_landmarks, pose_calibration  # noqa: PLC0415
+    from .fit import FitError, FitOptions, fit_landmarks  # noqa: PLC0415
+    from .head_model import HeadModel, HeadModelError  # noqa: PLC0415
+    from .track import fits_eyes  # noqa: PLC0415
+
+    images = [os.fspath(p) for p in params.get("images") or []]
+    if not images or not params.get("head_file") or not params.get("truth"):
+        raise JobError("calibrate_pose needs 'head_file', 'images' and 'truth'")
+    try:
+        head = HeadModel.load(params["head_file"])
+        with np.load(os.fspath(params["truth"])) as t:
+            truth = {k: np.asarray(t[k], dtype=np.float64) for k in ("rot", "jaw", "expr")}
+    except (OSError, KeyError, ValueError, HeadModelError) as exc:
+        raise JobError(f"could not read the calibration inputs: {exc}") from exc
+    if any(len(v) != len(images) for v in truth.values()):
+        raise JobError("calibrate_pose: 'truth' must have one row per image")
+    det = np.full((len(images), face_landmarks.N_LANDMARKS, 3), np.nan)
+    with face_landmarks.LandmarkTracker(static=True) as tracker:  # each render is an unrelated image
+        for i, path in enumerate(images):
+            ctx.check_cancelled()
+            bgr = cv2.imread(path, cv2.IMREAD_COLOR)
+            pts = None if bgr is None else tracker.process(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+            if pts is not None:
+                det[i] = pts
+            if i % 25 == 0:
+                ctx.progress(0.6 * i / len(images), "finding landmarks on the calibration renders")
+    ok = np.isfinite(det[:, 0, 0])
+    ctx.progress(0.6, "tracking the calibration renders")
+    try:
+        fit = fit_landmarks(head, det[ok], np.ones(int(ok.sum()), dtype=bool), int(params["width"]),
+                            int(params["height"]), FitOptions(smooth=0.0, pose_correction=False),
+                            fit_eyes=fits_eyes(head), focal_px=float(params["focal_px"]))
+        out = pose_calibration.learn(fit.head_rotation, fit.jaw, fit.expression, truth["rot"][ok])
+    except (FitError, ValueError) as exc:
+        raise JobError(f"the pose calibration failed: {exc}") from exc
+    ctx.progress(1.0, "done")
+    return {**out, "detected": int(ok.sum())}

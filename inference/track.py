@@ -22,6 +22,8 @@ from .fit import FitError, FitOptions, fit_landmarks
 from .head_model import HeadModel
 from .protocol import Channels
 
+SENSOR_WIDTH_MM = 36.0  # Blender's default camera sensor (horizontal fit), as operators/camera_match.py uses
+
 
 class TrackError(ValueError):
     """Tracking cannot proceed (bad video, no face anywhere, a head without a landmark embedding)."""
@@ -45,13 +47,23 @@ class TrackResult:
     report: dict = field(default_factory=dict)
 
 
+def fits_eyes(head: HeadModel) -> bool:
+    """Whether the fit can solve this head's gaze: eye joints and both iris centres embedded."""
+    return all(n in head.joint_names for n in ("eye_L", "eye_R")) and bool(np.isin([468, 473], head.lmk_ids).all())
+
+
 def detect_video_landmarks(info: vid.VideoInfo, fps: float, max_frames: int | None = None,
                            task_model: str | None = None, progress: Callable | None = None,
                            cancelled: Callable | None = None) -> tuple[np.ndarray, int]:
-    """(T, 478, 3) landmarks in ORIGINAL video pixels (NaN where no face) and the most faces seen in a frame."""
+    """(T, 478, 3) landmarks in ORIGINAL video pixels (NaN where no face) and the most faces seen in a frame.
+
+    Each frame is detected on its own (MediaPipe's static mode), as the head's calibration renders are: its
+    tracking mode crops from the previous frame's mesh and sits ~3 mm (mean) off the static detections on
+    the same frames, a bias the calibration would not know. The fit's temporal smoothing handles the jitter.
+    """
     n = info.n_output_frames(fps) if max_frames is None else min(info.n_output_frames(fps), int(max_frames))
     out = np.full((n, N_LANDMARKS, 3), np.nan)
-    tracker = LandmarkTracker(static=False, task_model=task_model)
+    tracker = LandmarkTracker(static=True, task_model=task_model, follow=True)
     many = 0
     count = 0
     try:
@@ -75,10 +87,12 @@ def track_video(video_path: str | os.PathLike, head: HeadModel, fps: float, max_
                 progress: Callable[[float, str], None] | None = None, cancelled: Callable[[], bool] | None = None,
                 task_model: str | None = None, audio_dir: str | os.PathLike | None = None,
                 fit_eyes: bool = True, options: FitOptions | None = None,
-                focal_px: float | None = None) -> TrackResult:
+                focal_px: float | None = None, lens_mm: float | None = None) -> TrackResult:
     """Track ``video_path`` at ``fps`` onto ``head``. Raises vid.VideoError / TrackError with user-facing text.
 
-    ``focal_px``: the camera's focal length in pixels of the video, when known (otherwise it is estimated).
+    The camera's focal length, when known (otherwise it is estimated from the video): ``focal_px`` in pixels
+    of the video, or ``lens_mm`` in millimetres for a 36 mm wide sensor (Blender's camera convention; a phone's
+    "26 mm" is its 35 mm-equivalent focal length).
     """
     def say(frac: float, msg: str) -> None:
         if progress is not None:
@@ -94,6 +108,10 @@ def track_video(video_path: str | os.PathLike, head: HeadModel, fps: float, max_
         raise TrackError(f"max_frames must be at least 1, got {max_frames!r}")
     warnings: list[str] = []
     info = vid.probe(video_path)
+    if lens_mm and focal_px is None:
+        if not (np.isfinite(lens_mm) and lens_mm > 0):
+            raise TrackError(f"the lens must be a positive number of millimetres, got {lens_mm!r}")
+        focal_px = float(lens_mm) * info.width / SENSOR_WIDTH_MM
     if info.scale < 1.0:
         warnings.append(f"the video is {info.width}x{info.height}: frames were downscaled to "
                         f"{round(info.width * info.scale)}x{round(info.height * info.scale)} for landmark detection")
@@ -126,8 +144,7 @@ def track_video(video_path: str | os.PathLike, head: HeadModel, fps: float, max_
     if cancelled is not None and cancelled():
         raise TrackCancelled()
     t1 = time.perf_counter()
-    use_eyes = fit_eyes and all(n in head.joint_names for n in ("eye_L", "eye_R")) and \
-        bool(np.isin([468, 473], head.lmk_ids).all())
+    use_eyes = fit_eyes and fits_eyes(head)
     try:
         fit = fit_landmarks(head, lmk, valid, info.width, info.height, options, fit_eyes=use_eyes,
                             progress=lambda f: say(0.65 + 0.35 * f, "fitting the head to the landmarks"),

@@ -134,7 +134,7 @@ def _transcript_for(audio: str) -> str | None:
 
 # ------------------------------------------------------------------------------ tracking / personas
 def run_track(video: str, out_dir: str, head_file: str = "", base_blend: str = "", frame_start: int = 1,
-              show_background: bool = True, stream=None) -> str:
+              show_background: bool = True, lens_mm: float = 0.0, stream=None) -> str:
     """Track ``video`` onto the scene's rig (or a new head): take, identity, camera, sound; saves and returns
     ``OUT/<video>_track.blend``. Raises track_video.TrackVideoError / WorkerError with the reason."""
     from . import track_video
@@ -148,7 +148,7 @@ def run_track(video: str, out_dir: str, head_file: str = "", base_blend: str = "
     _ensure_rig(context, head_file)
     print(f"tracking {Path(video).name} ...", file=stream, flush=True)
     job = track_video.TrackJob(context, video, {"frame_start": frame_start, "mode": "NEW",
-                                                "show_background": show_background})
+                                                "show_background": show_background, "lens_mm": lens_mm})
     job.run_sync()
     report = job.apply()
     target = out / f"{Path(video).stem}_track.blend"

@@ -146,22 +146,30 @@ def vertex_colours(verts: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return rgb
 
 
-def render_view(verts: np.ndarray, faces: np.ndarray, cam: ViewCamera, filepath: str,
-                groups: dict | None = None) -> str:
-    """Render the mesh (model space) through ``cam`` into a PNG, in a temporary scene removed afterwards.
+class HeadRenderer:
+    """A temporary Workbench scene that renders one mesh (model space) through a ViewCamera, many times.
 
     ``groups`` (a model's meta["material_groups"]): render with the rig's own materials and the preview's
     Workbench look, so the detector sees what it sees in a render of the rig; without, skin vertex colours with
     painted eyeballs. Nothing of the current scene is used or changed; every datablock made here is deleted
-    (the shared Cadence materials are kept), also on error.
+    on exit (the shared Cadence materials are kept), also on error. Use as a context manager.
     """
-    made: list = []
-    had_render_result = {im.name for im in bpy.data.images if im.type == "RENDER_RESULT"}
-    scene = bpy.data.scenes.new("Cadence Landmark Render")
-    try:
-        mesh = bpy.data.meshes.new("Cadence Landmark Head")
-        made.append(mesh)
-        mesh.from_pydata(verts.tolist(), [], faces.tolist())
+
+    def __init__(self, verts: np.ndarray, faces: np.ndarray, cam: ViewCamera, groups: dict | None = None):
+        self.made: list = []
+        self.had_render_result = {im.name for im in bpy.data.images if im.type == "RENDER_RESULT"}
+        self.scene = bpy.data.scenes.new("Cadence Landmark Render")
+        try:
+            self._build(verts, faces, cam, groups)
+        except BaseException:
+            self.close()
+            raise
+
+    def _build(self, verts: np.ndarray, faces: np.ndarray, cam: ViewCamera, groups: dict | None) -> None:
+        scene = self.scene
+        self.mesh = mesh = bpy.data.meshes.new("Cadence Landmark Head")
+        self.made.append(mesh)
+        mesh.from_pydata(np.asarray(verts).tolist(), [], np.asarray(faces).tolist())
         mesh.polygons.foreach_set("use_smooth", np.ones(len(mesh.polygons), dtype=bool))
         mesh.update()
         if groups:
@@ -171,34 +179,32 @@ def render_view(verts: np.ndarray, faces: np.ndarray, cam: ViewCamera, filepath:
             attr = mesh.color_attributes.new("Cadence Landmark Colour", "FLOAT_COLOR", "POINT")
             attr.data.foreach_set("color", colours.astype(np.float32).ravel())
         obj = bpy.data.objects.new("Cadence Landmark Head", mesh)
-        made.append(obj)
+        self.made.append(obj)
         scene.collection.objects.link(obj)
 
         cam_data = bpy.data.cameras.new("Cadence Landmark Camera")
-        made.append(cam_data)
+        self.made.append(cam_data)
         cam_data.lens = LENS_MM
         cam_data.sensor_width = 36.0
         cam_data.sensor_fit = "HORIZONTAL"
         cam_data.clip_start, cam_data.clip_end = 1e-3, 1e3
-        cam_obj = bpy.data.objects.new("Cadence Landmark Camera", cam_data)
-        made.append(cam_obj)
-        cam_obj.matrix_world = Matrix.Translation(Vector(cam.position)) @ Matrix(cam.rotation.tolist()).to_4x4()
-        scene.collection.objects.link(cam_obj)
-        scene.camera = cam_obj
+        self.cam_obj = bpy.data.objects.new("Cadence Landmark Camera", cam_data)
+        self.made.append(self.cam_obj)
+        scene.collection.objects.link(self.cam_obj)
+        scene.camera = self.cam_obj
 
         world = bpy.data.worlds.new("Cadence Landmark World")
-        made.append(world)
+        self.made.append(world)
         world.color = (0.05, 0.05, 0.06) if groups else (0.25, 0.25, 0.27)
         scene.world = world
 
         r = scene.render
         r.engine = "BLENDER_WORKBENCH"
-        r.resolution_x, r.resolution_y, r.resolution_percentage = cam.width, cam.height, 100
         r.pixel_aspect_x = r.pixel_aspect_y = 1.0
+        r.resolution_percentage = 100
         r.film_transparent = False
         r.image_settings.file_format = "PNG"
         r.image_settings.color_mode = "RGB"
-        r.filepath = filepath
         shading = scene.display.shading
         shading.light = "STUDIO"
         shading.color_type = "MATERIAL" if groups else "VERTEX"
@@ -206,19 +212,48 @@ def render_view(verts: np.ndarray, faces: np.ndarray, cam: ViewCamera, filepath:
         shading.cavity_type = "BOTH"
         scene.display.render_aa = "8"
         scene.view_settings.view_transform = "Standard"
-        bpy.ops.render.render(write_still=True, scene=scene.name)
+        self.set_camera(cam)
+
+    def set_camera(self, cam: ViewCamera) -> None:
+        self.cam_obj.matrix_world = Matrix.Translation(Vector(cam.position)) @ Matrix(cam.rotation.tolist()).to_4x4()
+        self.scene.render.resolution_x, self.scene.render.resolution_y = cam.width, cam.height
+
+    def render(self, filepath: str, verts: np.ndarray | None = None) -> str:
+        """Render to ``filepath`` (PNG), with the mesh's vertices moved to ``verts`` first when given."""
+        if verts is not None:
+            self.mesh.vertices.foreach_set("co", np.asarray(verts, dtype=np.float32).ravel())
+            self.mesh.update()
+        self.scene.render.filepath = filepath
+        bpy.ops.render.render(write_still=True, scene=self.scene.name)
         if not os.path.isfile(filepath):
             raise LandmarkError(f"Blender did not write the landmark render to {filepath}")
         return filepath
-    finally:
-        bpy.data.scenes.remove(scene)
-        for idb in reversed(made):
+
+    def close(self) -> None:
+        if self.scene is not None:
+            bpy.data.scenes.remove(self.scene)
+            self.scene = None
+        for idb in reversed(self.made):
             try:
                 getattr(bpy.data, _COLLECTIONS[type(idb).__name__]).remove(idb)
             except (ReferenceError, KeyError, RuntimeError):
                 pass
-        for im in [im for im in bpy.data.images if im.type == "RENDER_RESULT" and im.name not in had_render_result]:
+        self.made = []
+        for im in [im for im in bpy.data.images if im.type == "RENDER_RESULT" and im.name not in self.had_render_result]:
             bpy.data.images.remove(im)
+
+    def __enter__(self) -> HeadRenderer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def render_view(verts: np.ndarray, faces: np.ndarray, cam: ViewCamera, filepath: str,
+                groups: dict | None = None) -> str:
+    """Render the mesh (model space) through ``cam`` into a PNG once (see HeadRenderer)."""
+    with HeadRenderer(verts, faces, cam, groups) as renderer:
+        return renderer.render(filepath)
 
 
 _COLLECTIONS = {"Mesh": "meshes", "Object": "objects", "Camera": "cameras", "World": "worlds"}

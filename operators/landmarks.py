@@ -7,7 +7,9 @@ default one too) gets a detector-calibrated embedding once: Cadence renders the 
 (current identity, expression 0, rest pose) from a grid of views (yaw 0, ±20, ±35 x pitch 0, ±15) in a
 temporary scene, has the worker detect MediaPipe landmarks on each render and solves, per landmark,
 for the surface point whose projections best match the detections in all views (model space;
-triangle index + barycentric coordinates; the geometry is in landmark_render.py). The user's scene is never touched: everything rendered lives
+triangle index + barycentric coordinates; the geometry is in landmark_render.py). Then it measures how
+the detector follows each expression (expression_drift) and, from renders in random known poses, its bias
+on the head pose (landmark_calibration.py), which the tracker takes off. The user's scene is never touched: everything rendered lives
 in a scene of its own that is removed, with all its data, afterwards. The result is a sibling of the
 rig's cached model, heads/<hash>_mp478v<N>.npz, recorded in rig["cadence"]["model_file"]; the model hash
 is unchanged (it ignores landmarks).
@@ -24,8 +26,10 @@ from mathutils.bvhtree import BVHTree
 
 from ..inference.fit_gn import EXPR_DRIFT_KEY, view_angles
 from ..inference.head_model import HeadModel, HeadModelError
+from ..inference.pose_calibration import CORRECTION_KEY
 from . import rig as rig_mod
 from . import worker_client
+from .landmark_calibration import calibrate_pose
 from .landmark_render import (  # noqa: F401 - re-exported: the module's public geometry
     N_MEDIAPIPE,
     RENDER_SIZE,
@@ -69,7 +73,8 @@ def _rig_model(rig: bpy.types.Object) -> tuple[HeadModel, dict]:
 
 
 # Bumped whenever the calibration changes, so embeddings cached by an older Cadence are rebuilt.
-CALIBRATION_VERSION = 4  # 3: 15-view grid + per-landmark detector drift model; 4: rendered with the rig's materials
+# 3: 15-view grid + per-landmark detector drift model; 4: rendered with the rig's materials; 5: + pose calibration
+CALIBRATION_VERSION = 5
 
 
 def embedding_path(model: HeadModel, context: bpy.types.Context, model_hash: str = "") -> str:
@@ -113,13 +118,14 @@ def detect_landmarks(context: bpy.types.Context, image: str, timeout: float = 18
 
 
 def build_from_render(rig: bpy.types.Object, context: bpy.types.Context, views=DEFAULT_VIEWS,
-                      size: int = RENDER_SIZE) -> str:
+                      size: int = RENDER_SIZE, pose_renders: int | None = None) -> str:
     """Render the rig's neutral head, detect, embed, store; returns the new model file.
 
     ``views``: (yaw, pitch) pairs in degrees (a bare number is a yaw). Pass 1 renders the whole head to
     find the face; pass 2 renders the face filling most of the frame (MediaPipe's landmark model sees a
     192 px crop: a small face loses detail) from each view. The frontal view is required; a turned view
-    in which no face is found is skipped.
+    in which no face is found is skipped. ``pose_renders``: renders for the pose calibration
+    (landmark_calibration.py; default its POSE_RENDERS, 0 skips it).
     """
     model, info = _rig_model(rig)
     shape = np.asarray(info.get("shape", []), dtype=np.float64)
@@ -146,6 +152,11 @@ def build_from_render(rig: bpy.types.Object, context: bpy.types.Context, views=D
         if len(found) > 1 and near:
             embedded.meta[EXPR_DRIFT_KEY] = expression_drift(embedded, shape if shape.size else None, near, context,
                                                              tmp)
+            if pose_renders is None or pose_renders > 0:
+                draft = os.path.join(tmp, "embedded.npz")
+                embedded.save(draft)
+                embedded.meta[CORRECTION_KEY] = calibrate_pose(embedded, shape if shape.size else None, draft,
+                                                               context, tmp, pose_renders)
     how = f"built from render ({len(found)} views, {CALIBRATED})" if len(found) > 1 else "built from render"
     return _store(rig, embedded, context, how)
 

@@ -71,6 +71,8 @@ class TrackJob(WorkerJob):
         params = {"video": video, "head_file": head_file, "fps": scene_fps(context.scene)}
         if options.get("max_frames"):
             params["max_frames"] = int(options["max_frames"])
+        if options.get("lens_mm"):
+            params["lens_mm"] = float(options["lens_mm"])
         super().__init__(context, params)
 
     def apply(self) -> dict:
@@ -157,6 +159,10 @@ class CADENCE_OT_track_video(ModalJobOperator, bpy.types.Operator):
     add_sound: bpy.props.BoolProperty(name="Add Sound Strip", default=True)
     set_frame_range: bpy.props.BoolProperty(name="Set Frame Range", default=True)
     max_frames: bpy.props.IntProperty(name="Max Frames", default=0, min=0, description="0: the whole video")
+    lens_mm: bpy.props.FloatProperty(
+        name="Lens (mm)", default=0.0, min=0.0, soft_max=300.0,
+        description="The video camera's focal length when known (35 mm equivalent, e.g. 26 for a phone's main "
+                    "camera): head rotations are more accurate with it. 0: estimate it from the video")
 
     @classmethod
     def poll(cls, context) -> bool:
@@ -169,6 +175,7 @@ class CADENCE_OT_track_video(ModalJobOperator, bpy.types.Operator):
         return TrackJob(context, self.filepath, {
             "frame_start": self.frame_start, "mode": self.mode, "show_background": self.show_background,
             "add_sound": self.add_sound, "set_frame_range": self.set_frame_range, "max_frames": self.max_frames,
+            "lens_mm": self.lens_mm,
         })
 
     def done_message(self, report: dict) -> str:

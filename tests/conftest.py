@@ -21,12 +21,29 @@ EXT_PACKAGE = blender_session.EXT_PACKAGE
 SHARED_FIXTURES = ROOT.parent / "shared" / "fixtures"
 
 
+# Renders of a head's pose calibration when a test builds a landmark embedding (the product renders
+# landmark_calibration.POSE_RENDERS, ~1.5 min per head): enough for the regression, a fraction of the time.
+# The tracking accuracy test builds with the product's number (the ``full_pose_renders`` fixture).
+TEST_POSE_RENDERS = 300
+_FULL_POSE_RENDERS: list[int] = []
+
+
 @pytest.fixture(scope="session")
 def cadence():
     """The Cadence extension package, enabled in bpy (``cadence.operators.rig`` etc. are reachable)."""
     module = blender_session.enable_cadence(_scratch)
+    calib = module.operators.landmark_calibration
+    _FULL_POSE_RENDERS.append(calib.POSE_RENDERS)
+    calib.POSE_RENDERS = TEST_POSE_RENDERS
     yield module
+    calib.POSE_RENDERS = _FULL_POSE_RENDERS[0]
     blender_session.disable_cadence()
+
+
+@pytest.fixture(scope="session")
+def full_pose_renders(cadence) -> int:
+    """The product's number of pose-calibration renders (the session runs with TEST_POSE_RENDERS)."""
+    return _FULL_POSE_RENDERS[0]
 
 
 @pytest.fixture

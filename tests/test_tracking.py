@@ -95,46 +95,79 @@ def geodesic_deg(aa_a: np.ndarray, aa_b: np.ndarray) -> np.ndarray:
     return np.degrees(np.arccos(cos))
 
 
-@pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="measured with the 15-view detector-calibrated embedding rendered with the "
-                   "rig's materials, the calibrated detector response to expressions and jaw, and the jaw pass: 3.7 deg "
-                   "head / 2.8 deg jaw error, expression r 0.53-0.73 (smile 0.53/0.61, brow 0.55, blinks 0.72/0.73), "
-                   "focal 633 px for the true 756. Residual head error follows the expressions (yaw vs smile, pitch vs "
-                   "jaw / brow): the detector's response to combined expressions at turned poses is not modelled. "
-                   "The pose-dependent drift correction (FitOptions.drift_iters=1) gives 3.4 deg head but brow r -0.3")
-def test_tracking_recovers_a_rendered_animation(cadence, clean_scene, tmp_path):
+@pytest.fixture(scope="module")
+def tracked(cadence, full_pose_renders, tmp_path_factory):
+    """The truth rendered and tracked (with the camera's known focal length, and with it estimated), on an
+    embedding calibrated with the product's full pose calibration in a cache of its own."""
     import bpy
 
     from inference.head_model import HeadModel
     from inference.track import track_video
 
-    truth = render_truth(cadence, clean_scene, tmp_path)
-    # Track with the embedding Cadence uses for tracking: detector-calibrated from renders of this head.
-    model_file = cadence.operators.landmarks.ensure_landmark_embedding(truth["rig"], bpy.context)
-    head = HeadModel.load(model_file)
-    assert "calibrated" in str(head.meta.get("landmarks")), head.meta.get("landmarks")
-    res = track_video(truth["video"], head, fps=FPS, audio_dir=tmp_path)
-    ch, gt = res.channels, truth["channels"]
-    assert res.n_frames == ch.n_frames == gt.n_frames
-    assert res.audio_file is None and any("no audio" in w for w in res.warnings)
-    rot_err = geodesic_deg(ch.get("head_rotation"), gt.get("head_rotation"))
-    jaw_err = geodesic_deg(ch.get("jaw"), gt.get("jaw"))
+    tmp = tmp_path_factory.mktemp("tracking")
+    prefs = cadence.panels.preferences.get_preferences()
+    old = prefs.cache_dir
+    prefs.cache_dir = str(tmp / "cache")
+    bpy.ops.wm.read_homefile(use_empty=True)
+    try:
+        truth = render_truth(cadence, bpy.context.scene, tmp)
+        model_file = cadence.operators.landmarks.build_from_render(truth["rig"], bpy.context,
+                                                                   pose_renders=full_pose_renders)
+        head = HeadModel.load(model_file)
+        # The known camera as a user gives it: its 35 mm-equivalent lens (the render is SIZE px wide).
+        known = track_video(truth["video"], head, fps=FPS, audio_dir=tmp, lens_mm=truth["focal_px"] * 36.0 / SIZE)
+        free = track_video(truth["video"], head, fps=FPS, audio_dir=tmp)
+    finally:
+        prefs.cache_dir = old
+        bpy.ops.wm.read_homefile(use_empty=True)
+    scores = {name: _score(res, truth["channels"], head) for name, res in (("known", known), ("free", free))}
+    for name, sc in scores.items():
+        print(f"\ntracking ({name} focal): head rotation error mean {sc['head']:.2f} deg (max {sc['head_max']:.2f}), "
+              f"jaw error mean {sc['jaw']:.2f} deg, focal {sc['res'].camera['focal_px']:.0f} px "
+              f"(true {truth['focal_px']:.0f}), rms {sc['res'].report['rms_px']:.2f} px, correlations "
+              + ", ".join(f"{k} {v:.2f}" for k, v in sc["corr"].items()))
+    return {"truth": truth, "head": head, **scores}
+
+
+def _score(res, gt, head) -> dict:
+    ch = res.channels
     corr = {}
     for name in ANIMATED:
         k = head.expr_names.index(name)
         corr[name] = float(np.corrcoef(ch.get("expression")[:, k], gt.get("expression")[:, k])[0, 1])
-    print(f"\ntracking: head rotation error mean {rot_err.mean():.2f} deg (max {rot_err.max():.2f}), "
-          f"jaw error mean {jaw_err.mean():.2f} deg, focal {res.camera['focal_px']:.0f} px "
-          f"(true {truth['focal_px']:.0f}), rms {res.report['rms_px']:.2f} px, correlations "
-          + ", ".join(f"{k} {v:.2f}" for k, v in corr.items())
-          + f"; landmarks {res.report['landmark_fps']:.0f} fps, fit {res.report['fit_fps']:.0f} fps")
+    rot = geodesic_deg(ch.get("head_rotation"), gt.get("head_rotation"))
+    return {"res": res, "head": float(rot.mean()), "head_max": float(rot.max()), "corr": corr,
+            "jaw": float(geodesic_deg(ch.get("jaw"), gt.get("jaw")).mean())}
+
+
+@pytest.mark.slow
+def test_tracking_recovers_head_pose_and_jaw(tracked):
+    """Head rotation within 2 deg and jaw within 3 deg (mean) of a rendered animation under a known camera."""
+    truth, head, known = tracked["truth"], tracked["head"], tracked["known"]
+    res = known["res"]
+    # The embedding carries the pose calibration, and the fit used it.
+    calib = head.meta["lmk_pose_correction"]
+    assert calib["err_after_deg"] < 0.75 * calib["err_before_deg"], calib
+    assert res.report["pose_corrected"] is True
+    assert res.n_frames == res.channels.n_frames == truth["channels"].n_frames
+    assert res.audio_file is None and any("no audio" in w for w in res.warnings)
     assert not res.frames_without_face
-    assert rot_err.mean() <= 2.0, rot_err.mean()
-    assert jaw_err.mean() <= 3.0, jaw_err.mean()
-    for name, c in corr.items():
-        assert c >= 0.8, (name, c)
+    assert abs(res.camera["focal_px"] - truth["focal_px"]) < 1e-6 * truth["focal_px"]
+    assert known["head"] <= 2.0, known["head"]
+    assert known["jaw"] <= 3.0, known["jaw"]
     # Head pose semantics match the rig: the tracked camera sits where the render camera was.
     assert np.linalg.norm(np.asarray(res.camera["position"])[:2] - truth["position"][:2]) < 0.03
+    # With the focal length estimated too (measured 1.98 deg / 2.3 deg; a guard, not the done-when).
+    assert tracked["free"]["head"] <= 2.5 and tracked["free"]["jaw"] <= 3.0, tracked["free"]
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=False, reason="measured r 0.61 smile L / 0.69 smile R / 0.61 brow / 0.81, 0.71 blinks: MediaPipe "
+                   "does not follow browInnerUp on the default head (its response to a raise is ~0 in the calibration "
+                   "renders) and follows smiles and blinks at 0.7-0.8 of their motion, with jitter")
+def test_tracking_recovers_expression_curves(tracked):
+    for name, c in tracked["known"]["corr"].items():
+        assert c >= 0.8, (name, c)
 
 
 def test_fit_forward_matches_head_model():

@@ -1,0 +1,94 @@
+"""The tracker's pose calibration (inference/pose_calibration.py): learning and undoing a detector's pose bias."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from inference import pose_calibration as pc
+from inference.head_model import rodrigues
+
+
+def _poses(rng: np.random.Generator, n: int, E: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rot = np.radians(np.stack([rng.uniform(-25, 25, n), rng.uniform(-38, 38, n), rng.uniform(-10, 10, n)], 1))
+    jaw = np.zeros((n, 3))
+    jaw[:, 0] = np.where(rng.random(n) < 0.6, rng.uniform(0, 0.35, n), 0.0)
+    expr = np.where(rng.random((n, E)) < 0.1, rng.uniform(0.2, 1.0, (n, E)), 0.0)
+    return rot, jaw, expr
+
+
+def _biased_fit(rot: np.ndarray, jaw: np.ndarray, expr: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """What a biased tracker returns: it under-turns the yaw by 15 %, pitches down with the jaw and turns with
+    the first expression, plus 0.5 deg of noise."""
+    err = np.zeros_like(rot)
+    err[:, 1] = -0.15 * rot[:, 1]
+    err[:, 0] = -0.3 * jaw[:, 0] + 0.02
+    err[:, 1] += 0.04 * expr[:, 0]
+    err += np.radians(0.5) * rng.normal(size=err.shape)
+    return pc.log_rot(np.einsum("tab,tbc->tac", rodrigues(err), rodrigues(rot)))
+
+
+def test_learns_and_undoes_a_pose_bias():
+    rng = np.random.default_rng(0)
+    E = 6
+    rot, jaw, expr = _poses(rng, 400, E)
+    fitted = _biased_fit(rot, jaw, expr, rng)
+    out = pc.learn(fitted, jaw, expr, rot)
+    assert out["basis"] == pc.BASIS and out["n"] == 400
+    assert np.asarray(out["coef"]).shape == (9 + 3 * E, 3)
+    assert out["err_before_deg"] > 3.0 and out["err_after_deg"] < 1.0, out  # held-out halves
+
+    # New poses: the stored correction takes the bias off.
+    rot2, jaw2, expr2 = _poses(rng, 200, E)
+    fitted2 = _biased_fit(rot2, jaw2, expr2, rng)
+    coef = pc.usable({pc.CORRECTION_KEY: out}, E)
+    fixed = pc.correct_with(coef, fitted2, pc.features(fitted2, jaw2, expr2))
+    before = np.degrees(np.linalg.norm(pc.rotation_error(fitted2, rot2), axis=1)).mean()
+    after = np.degrees(np.linalg.norm(pc.rotation_error(fixed, rot2), axis=1)).mean()
+    assert after < 0.3 * before, (before, after)
+
+
+def test_malformed_or_foreign_corrections_are_ignored():
+    E = 4
+    good = {"basis": pc.BASIS, "coef": np.zeros((9 + 3 * E, 3)).tolist()}
+    assert pc.usable({pc.CORRECTION_KEY: good}, E) is not None
+    assert pc.usable({}, E) is None
+    assert pc.usable({pc.CORRECTION_KEY: {**good, "basis": "something_else"}}, E) is None
+    assert pc.usable({pc.CORRECTION_KEY: good}, E + 1) is None  # another head's expression count
+    assert pc.usable({pc.CORRECTION_KEY: {**good, "coef": [[float("nan")] * 3] * (9 + 3 * E)}}, E) is None
+    assert pc.usable({pc.CORRECTION_KEY: "not a dict"}, E) is None
+    with pytest.raises(ValueError, match="too few"):
+        pc.learn(np.zeros((10, 3)), np.zeros((10, 3)), np.zeros((10, E)), np.zeros((10, 3)))
+
+
+def test_fit_applies_the_heads_correction():
+    """fit_landmarks turns a head with a stored correction by exactly what the correction predicts."""
+    from inference import fit_gn as gn
+    from inference.default_head import load_or_build
+    from inference.fit import FitOptions, fit_landmarks
+
+    head = load_or_build(os.environ.get("CADENCE_TEST_CACHE", "/tmp/cadence_test_cache"))
+    T = 6
+    rng = np.random.default_rng(1)
+    pose = np.zeros((T, head.n_joints, 3))
+    pose[:, 0] = np.radians(np.stack([rng.uniform(-10, 10, T), rng.uniform(-20, 20, T), np.zeros(T)], 1))
+    X = gn.LandmarkRig(head).forward(np.zeros(head.n_shape), np.zeros((T, head.n_expr)), pose, np.zeros((T, 3)))[0]
+    cam = gn.Camera(800.0, np.array([0.0, 0.0, 0.6]), 320, 240)
+    obs = np.zeros((T, 478, 2))
+    obs[:, np.asarray(head.lmk_ids)] = cam.project(X)[0]
+    opts = FitOptions(iters_final=2)
+    plain = fit_landmarks(head, obs, np.ones(T, bool), 640, 480, opts, focal_px=800.0)
+    assert plain.report["pose_corrected"] is False
+    coef = np.zeros((9 + 3 * head.n_expr, 3))
+    coef[1, 1] = 0.1  # the detector adds 10 % to the yaw: the correction takes it off
+    head.meta = {**head.meta, pc.CORRECTION_KEY: {"basis": pc.BASIS, "coef": coef.tolist()}}
+    fixed = fit_landmarks(head, obs, np.ones(T, bool), 640, 480, opts, focal_px=800.0)
+    assert fixed.report["pose_corrected"] is True
+    want = pc.correct_with(coef, plain.head_rotation, pc.features(plain.head_rotation, plain.jaw, plain.expression))
+    np.testing.assert_allclose(fixed.head_rotation, want, atol=1e-9)
+    yaw = gn.view_angles(rodrigues(plain.head_rotation))[0]
+    assert np.abs(yaw).max() > np.radians(5)
+    off = opts.__class__(iters_final=2, pose_correction=False)
+    assert fit_landmarks(head, obs, np.ones(T, bool), 640, 480, off, focal_px=800.0).report["pose_corrected"] is False
