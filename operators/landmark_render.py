@@ -15,7 +15,7 @@ import numpy as np
 from mathutils import Matrix, Vector
 from mathutils.bvhtree import BVHTree
 
-from . import materials
+from . import materials, worker_client
 
 SCHEME = "mediapipe478"
 N_MEDIAPIPE = 478
@@ -257,6 +257,18 @@ def render_view(verts: np.ndarray, faces: np.ndarray, cam: ViewCamera, filepath:
 
 
 _COLLECTIONS = {"Mesh": "meshes", "Object": "objects", "Camera": "cameras", "World": "worlds"}
+
+
+def detect_landmarks(context: bpy.types.Context, image: str, timeout: float = 180.0) -> np.ndarray:
+    """MediaPipe landmarks (478, 3) in pixels of ``image``, detected by the worker; raises LandmarkError."""
+    try:
+        data = worker_client.get_client(context).run_sync("detect_landmarks", {"image": image}, timeout=timeout)
+    except worker_client.WorkerError as exc:
+        raise LandmarkError(str(exc)) from exc
+    lmk = np.asarray(data.get("landmarks", []), dtype=np.float64)
+    if lmk.shape[:1] != (N_MEDIAPIPE,):
+        raise LandmarkError(f"the landmark detector returned {lmk.shape} points, not 478")
+    return lmk
 
 
 # ------------------------------------------------------------------------------ ray casting

@@ -24,12 +24,18 @@ import bpy
 import numpy as np
 from mathutils.bvhtree import BVHTree
 
-from ..inference.fit_gn import EXPR_DRIFT_KEY, view_angles
+from ..inference.fit_gn import EXPR_DRIFT_KEY
 from ..inference.head_model import HeadModel, HeadModelError
 from ..inference.pose_calibration import CORRECTION_KEY
 from . import rig as rig_mod
-from . import worker_client
-from .landmark_calibration import calibrate_pose
+from .landmark_calibration import (
+    Steps,
+    calibrate_pose_steps,
+    expression_drift_steps,
+    near_frontal,
+    run_steps,
+    scaled,
+)
 from .landmark_render import (  # noqa: F401 - re-exported: the module's public geometry
     N_MEDIAPIPE,
     RENDER_SIZE,
@@ -38,11 +44,13 @@ from .landmark_render import (  # noqa: F401 - re-exported: the module's public 
     ViewCamera,
     barycentric,
     cast_view,
+    detect_landmarks,
     face_framing,
     frame_camera,
     render_view,
 )
 from .landmark_solve import embed  # noqa: F401 - re-exported
+from .worker_job import ModalJobOperator, WorkerJob
 
 # (yaw, pitch) of the detailed views in degrees: the poses a tracked face typically takes.
 # A yaw x pitch grid: the embedding is solved over all of them, and the detector's drift off it is fitted as a
@@ -105,31 +113,22 @@ def _store(rig: bpy.types.Object, model: HeadModel, context: bpy.types.Context, 
     return path
 
 
-def detect_landmarks(context: bpy.types.Context, image: str, timeout: float = 180.0) -> np.ndarray:
-    """MediaPipe landmarks (478, 3) in pixels of ``image``, detected by the worker; raises LandmarkError."""
-    try:
-        data = worker_client.get_client(context).run_sync("detect_landmarks", {"image": image}, timeout=timeout)
-    except worker_client.WorkerError as exc:
-        raise LandmarkError(str(exc)) from exc
-    lmk = np.asarray(data.get("landmarks", []), dtype=np.float64)
-    if lmk.shape[:1] != (N_MEDIAPIPE,):
-        raise LandmarkError(f"the landmark detector returned {lmk.shape} points, not 478")
-    return lmk
-
-
-def build_from_render(rig: bpy.types.Object, context: bpy.types.Context, views=DEFAULT_VIEWS,
-                      size: int = RENDER_SIZE, pose_renders: int | None = None) -> str:
-    """Render the rig's neutral head, detect, embed, store; returns the new model file.
+def build_steps(rig: bpy.types.Object, context: bpy.types.Context, views=DEFAULT_VIEWS, size: int = RENDER_SIZE,
+                pose_renders: int | None = None) -> Steps:
+    """Render the rig's neutral head, detect, embed, calibrate, store: steps (landmark_calibration.py) whose
+    result is the new model file.
 
     ``views``: (yaw, pitch) pairs in degrees (a bare number is a yaw). Pass 1 renders the whole head to
     find the face; pass 2 renders the face filling most of the frame (MediaPipe's landmark model sees a
     192 px crop: a small face loses detail) from each view. The frontal view is required; a turned view
     in which no face is found is skipped. ``pose_renders``: renders for the pose calibration
-    (landmark_calibration.py; default its POSE_RENDERS, 0 skips it).
+    (landmark_calibration.POSE_RENDERS by default, 0 skips it).
     """
+    rig_name = rig.name
     model, info = _rig_model(rig)
     shape = np.asarray(info.get("shape", []), dtype=np.float64)
-    verts = model.shaped(shape=shape if shape.size else None)
+    shape = shape if shape.size else None
+    verts = model.shaped(shape=shape)
     bvh = BVHTree.FromPolygons(verts.tolist(), model.faces.tolist(), all_triangles=True)
     views = [(float(v), 0.0) if np.isscalar(v) else (float(v[0]), float(v[1])) for v in views]
     found = []
@@ -137,7 +136,7 @@ def build_from_render(rig: bpy.types.Object, context: bpy.types.Context, views=D
         cam = frame_camera(verts, size=size)
         lmk = detect_landmarks(context, render_view(verts, model.faces, cam, os.path.join(tmp, "head.png")))
         centre, extent = face_framing(bvh, cam, lmk)
-        for yaw, pitch in views:
+        for k, (yaw, pitch) in enumerate(views):
             cam = frame_camera(verts, size=size, yaw_deg=yaw, pitch_deg=pitch, centre=centre, extent=extent,
                                fill=FACE_FILL)
             image = render_view(verts, model.faces, cam, os.path.join(tmp, f"face_{yaw:+.0f}_{pitch:+.0f}.png"),
@@ -147,79 +146,28 @@ def build_from_render(rig: bpy.types.Object, context: bpy.types.Context, views=D
             except LandmarkError:
                 if yaw == 0.0 and pitch == 0.0:  # the frontal view is required; other views refine it
                     raise
+            yield 0.04 * (k + 1) / len(views), f"Finding the landmarks: view {k + 1} of {len(views)}"
         embedded = embed(model, verts, found, bvh)
-        near = [(cam, lmk) for cam, lmk in found if _near_frontal(cam)]
+        near = [(cam, lmk) for cam, lmk in found if near_frontal(cam)]
         if len(found) > 1 and near:
-            embedded.meta[EXPR_DRIFT_KEY] = expression_drift(embedded, shape if shape.size else None, near, context,
-                                                             tmp)
+            embedded.meta[EXPR_DRIFT_KEY] = yield from scaled(
+                expression_drift_steps(embedded, shape, near, context, tmp), 0.04, 0.2)
             if pose_renders is None or pose_renders > 0:
                 draft = os.path.join(tmp, "embedded.npz")
                 embedded.save(draft)
-                embedded.meta[CORRECTION_KEY] = calibrate_pose(embedded, shape if shape.size else None, draft,
-                                                               context, tmp, pose_renders)
+                embedded.meta[CORRECTION_KEY] = yield from scaled(
+                    calibrate_pose_steps(embedded, shape, draft, context, tmp, pose_renders), 0.2, 1.0)
+    rig = bpy.data.objects.get(rig_name)
+    if rig is None or rig_mod.find_rig(rig) is not rig:
+        raise LandmarkError(f"The head {rig_name!r} was deleted or renamed while its landmarks were being built.")
     how = f"built from render ({len(found)} views, {CALIBRATED})" if len(found) > 1 else "built from render"
     return _store(rig, embedded, context, how)
 
 
-JAW_CALIB_RAD = 0.2  # the jaw opening rendered to measure how the detector follows it
-MIN_AGREEMENT = 0.5  # cosine between the detector's and the model's landmark motion for a response to be kept
-
-
-def _near_frontal(cam) -> bool:
-    """Views within 25 deg of yaw at level pitch: where an expression's response is measured."""
-    yaw, pitch = view_angles(cam.rotation.T)
-    return abs(yaw) < np.radians(25) and abs(pitch) < np.radians(1)
-
-
-def expression_drift(model: HeadModel, shape: np.ndarray | None, views: list, context: bpy.types.Context,
-                     tmp: str) -> dict:
-    """How the detector's landmarks move with each expression (at 1) and with the jaw, beyond the embedded
-    points' own motion: per landmark a head-space offset (metres in the view plane) per unit expression / per
-    radian of jaw opening, averaged over ``views`` ((camera, neutral detections) near frontal). The tracker adds
-    it to the landmark basis, so motion the detector under-follows (MediaPipe's chin follows about half of a jaw
-    opening) is not read as a head turn or a smaller jaw.
-
-    A response is kept only where the detector's landmark motion agrees with the model's (cosine over all
-    landmarks >= MIN_AGREEMENT): a smaller response (the brows) is dominated by the detector's noise and by
-    whole-mesh shifts that mimic a head turn. Expressions whose render loses the face get none."""
-    ids = np.asarray(model.lmk_ids)
-    p0 = model.landmarks(model.forward(shape=shape)[0])
-    groups = model.meta.get("material_groups")
-
-    def response(verts: np.ndarray, name: str) -> tuple[np.ndarray, float]:
-        drift, dot, n_det, n_mod = np.zeros((len(ids), 3)), 0.0, 0.0, 0.0
-        for v, (cam, neutral) in enumerate(views):
-            image = render_view(verts, model.faces, cam, os.path.join(tmp, f"x_{name}_{v}.png"), groups=groups)
-            det = detect_landmarks(context, image)[ids, :2] - neutral[ids, :2]
-            mod = cam.project(model.landmarks(verts)) - cam.project(p0)
-            dot, n_det, n_mod = dot + (det * mod).sum(), n_det + (det**2).sum(), n_mod + (mod**2).sum()
-            r = det - mod
-            depth = -((p0 - cam.position) @ cam.rotation)[:, 2]
-            local = np.stack([r[:, 0], -r[:, 1], np.zeros(len(r))], 1) * (depth / cam.focal_px)[:, None]
-            drift += local @ cam.rotation.T / len(views)
-        return drift, dot / max(np.sqrt(n_det * n_mod), 1e-12)
-
-    expr = np.zeros((len(ids), 3, model.n_expr))
-    for e in range(model.n_expr):
-        coeffs = np.zeros(model.n_expr)
-        coeffs[e] = 1.0
-        try:
-            drift, agree = response(model.forward(shape=shape, expression=coeffs)[0], f"e{e}")
-        except LandmarkError:
-            continue
-        if agree >= MIN_AGREEMENT:
-            expr[:, :, e] = drift
-    jaw = np.zeros((len(ids), 3))
-    names = list(model.joint_names)
-    if "jaw" in names:
-        pose = np.zeros((model.n_joints, 3))
-        pose[names.index("jaw"), 0] = JAW_CALIB_RAD
-        try:
-            drift, agree = response(model.forward(shape=shape, pose=pose)[0], "jaw")
-            jaw = drift / JAW_CALIB_RAD if agree >= MIN_AGREEMENT else jaw
-        except LandmarkError:
-            pass
-    return {"expr": np.round(expr, 7).tolist(), "jaw": np.round(jaw, 7).tolist()}
+def build_from_render(rig: bpy.types.Object, context: bpy.types.Context, views=DEFAULT_VIEWS,
+                      size: int = RENDER_SIZE, pose_renders: int | None = None) -> str:
+    """build_steps run to the end (blocking); returns the new model file."""
+    return run_steps(build_steps(rig, context, views, size, pose_renders))
 
 
 def load_from_file(rig: bpy.types.Object, context: bpy.types.Context, filepath: str) -> str:
@@ -251,12 +199,14 @@ def is_tracking_ready(model: HeadModel) -> bool:
     return has_embedding(model) and (CALIBRATED in how or how.startswith("loaded"))
 
 
-def ensure_landmark_embedding(rig: bpy.types.Object, context: bpy.types.Context) -> str:
-    """Path of a HeadModel .npz for ``rig`` with a detector-calibrated mediapipe478 embedding.
+def embedding_steps(rig: bpy.types.Object, context: bpy.types.Context) -> Steps:
+    """Steps whose result is the path of a HeadModel .npz for ``rig`` with a detector-calibrated mediapipe478
+    embedding (no steps when it exists).
 
     A loaded embedding file is used as is. Otherwise the calibrated embedding is cached per head hash
-    (heads/<hash>_mp478v<N>.npz) and built once (seconds: fifteen renders + detections) when missing,
-    also for the default head, whose by-construction embedding is biased against the detector.
+    (heads/<hash>_mp478v<N>.npz) and built once when missing (about two minutes: fifteen views, the
+    expressions' responses, the pose calibration's renders), also for the default head, whose
+    by-construction embedding is biased against the detector.
     """
     if rig_mod.find_rig(rig) is not rig:
         raise LandmarkError(f"{getattr(rig, 'name', rig)!r} is not a Cadence rig")
@@ -275,7 +225,12 @@ def ensure_landmark_embedding(rig: bpy.types.Object, context: bpy.types.Context)
             meta["model_file"] = sibling
             meta["landmarks"] = str(cached.meta.get("landmarks"))
             return sibling
-    return build_from_render(rig, context)
+    return (yield from build_steps(rig, context))
+
+
+def ensure_landmark_embedding(rig: bpy.types.Object, context: bpy.types.Context) -> str:
+    """embedding_steps run to the end (blocking, minutes the first time for a head)."""
+    return run_steps(embedding_steps(rig, context))
 
 
 # ------------------------------------------------------------------------------ operators
@@ -289,8 +244,31 @@ def _fail(op: bpy.types.Operator, context: bpy.types.Context, message: str, leve
     return {"CANCELLED"}
 
 
-class CADENCE_OT_build_landmarks(bpy.types.Operator):
-    """Find where MediaPipe's face landmarks sit on this head: render it, detect landmarks, ray-cast them"""
+class _BuildJob(WorkerJob):
+    """Build Landmarks as a job of Blender-side steps only (nothing is sent to the worker as a job of its own)."""
+
+    kind = "build_landmarks"
+    error_type = LandmarkError
+
+    def __init__(self, context: bpy.types.Context, rig: bpy.types.Object, views):
+        def steps() -> Steps:
+            return {"path": (yield from build_steps(rig, context, views=views))}
+
+        super().__init__(context, {}, prepare=steps())
+        self.rig_name = rig.name
+
+    def submit(self) -> None:
+        self.job_id = ""  # prepared = done
+
+    def poll(self) -> bool:
+        return True
+
+    def apply(self) -> dict:
+        return {"path": self.params["path"], "n": len(HeadModel.load(self.params["path"]).lmk_ids)}
+
+
+class CADENCE_OT_build_landmarks(ModalJobOperator, bpy.types.Operator):
+    """Find where MediaPipe's face landmarks sit on this head and calibrate the detector on it (renders)"""
 
     bl_idname = "cadence.build_landmarks"
     bl_label = "Build Landmarks"
@@ -298,32 +276,26 @@ class CADENCE_OT_build_landmarks(bpy.types.Operator):
 
     turned_views: bpy.props.BoolProperty(
         name="Turned Views", default=True,
-        description="Calibrate from fifteen views (yaw 0, ±20, ±35 x pitch 0, ±15) so the points and the detector's "
-        "drift are known "
-        "across head poses, as tracking needs; off: one frontal view (faster, for a quick look)",
+        description="Calibrate from fifteen views (yaw 0, ±20, ±35 x pitch 0, ±15), the expressions' responses "
+        "and renders in random poses, as tracking needs (about two minutes); off: one frontal view (faster, "
+        "for a quick look)",
     )
+
+    errors = (LandmarkError, rig_mod.RigError)
+    verb = "Building landmarks"
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
         return rig_mod.find_rig(context.active_object) is not None
 
-    def invoke(self, context: bpy.types.Context, event) -> set[str]:
-        return self._run(context, "WARNING" if bpy.app.background else "ERROR")
-
-    def execute(self, context: bpy.types.Context) -> set[str]:
-        # Scripts: an ERROR report would raise in the caller; the message is in scene.cadence.last_error.
-        return self._run(context, "WARNING")
-
-    def _run(self, context: bpy.types.Context, level: str) -> set[str]:
+    def make_job(self, context: bpy.types.Context) -> WorkerJob:
         rig = rig_mod.find_rig(context.active_object)
-        views = DEFAULT_VIEWS if self.turned_views else FRONTAL_VIEWS
-        try:
-            path = build_from_render(rig, context, views=views)
-        except (LandmarkError, rig_mod.RigError) as exc:
-            return _fail(self, context, str(exc), level)
-        n = len(HeadModel.load(path).lmk_ids)
-        self.report({"INFO"}, f"Built {n} MediaPipe landmarks on {rig.name!r}")
-        return {"FINISHED"}
+        if rig is None:
+            raise LandmarkError("Select a Cadence head (its armature or mesh) first: Add > Cadence Head")
+        return _BuildJob(context, rig, DEFAULT_VIEWS if self.turned_views else FRONTAL_VIEWS)
+
+    def done_message(self, report: dict) -> str:
+        return f"Built {report['n']} MediaPipe landmarks"
 
 
 class CADENCE_OT_load_landmarks(bpy.types.Operator):

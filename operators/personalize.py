@@ -14,7 +14,7 @@ import re
 import bpy
 
 from . import rig as rig_mod
-from .track_video import VIDEO_EXTENSIONS, TrackVideoError, check_video_path, scene_fps, tracking_head_file
+from .track_video import VIDEO_EXTENSIONS, TrackVideoError, check_video_path, scene_fps, tracking_head_steps
 from .worker_job import ModalJobOperator, WorkerJob
 
 PERSONA_SUFFIX = ".persona.pt"
@@ -65,6 +65,7 @@ class PersonalizeJob(WorkerJob):
         if options.get("general"):
             params["general"] = bpy.path.abspath(options["general"])
         last = reusable_track(rig, video)
+        prepare = None
         if last is not None:
             info = rig_mod.rig_model_info(rig)
             head_file = str(info.get("model_file", ""))
@@ -72,12 +73,13 @@ class PersonalizeJob(WorkerJob):
                 raise PersonalizeError("This rig's head model file is missing from Cadence's cache; add the head again.")
             params.update(channels_file=last["channels_file"], audio_file=last["audio_file"], head_file=head_file)
         else:
-            params.update(video=video, head_file=tracking_head_file(rig, context), fps=scene_fps(context.scene))
+            params.update(video=video, fps=scene_fps(context.scene))
+            prepare = tracking_head_steps(rig, context)  # the head's landmark calibration, the first time
         for key in ("net_overrides", "device"):
             if options.get(key):
                 params[key] = options[key]
         self.rig_name, self.video, self.reused = rig.name, video, last is not None
-        super().__init__(context, params)
+        super().__init__(context, params, prepare=prepare)
 
     def apply(self) -> dict:
         data = self.checked_result()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections.abc import Generator
 
 import bpy
 import numpy as np
@@ -40,17 +41,18 @@ def check_video_path(filepath: str) -> str:
     return os.path.abspath(path)
 
 
-def tracking_head_file(rig: bpy.types.Object, context: bpy.types.Context) -> str:
-    """The rig's head model file with a MediaPipe landmark embedding (built on first use for other heads)."""
+def tracking_head_steps(rig: bpy.types.Object, context: bpy.types.Context) -> Generator:
+    """Steps (WorkerJob.prepare) whose result is {"head_file": the rig's head model with a detector-calibrated
+    landmark embedding}: none when it exists, minutes of calibration renders the first time for a head."""
     from . import landmarks
 
     try:
-        path = landmarks.ensure_landmark_embedding(rig, context)
+        path = yield from landmarks.embedding_steps(rig, context)
     except (landmarks.LandmarkError, worker_client.WorkerError) as exc:
         raise TrackVideoError(f"This head cannot be tracked yet: {exc}") from exc
     if not path or not os.path.isfile(path):
         raise TrackVideoError("This rig's head model file is missing from Cadence's cache; add the head again.")
-    return path
+    return {"head_file": path}
 
 
 def scene_fps(scene: bpy.types.Scene) -> float:
@@ -66,14 +68,13 @@ class TrackJob(WorkerJob):
         if rig is None:
             raise TrackVideoError("Select a Cadence head (its armature or mesh) first: Add > Cadence Head")
         video = check_video_path(filepath)
-        head_file = tracking_head_file(rig, context)
         self.rig_name, self.video, self.options = rig.name, video, options
-        params = {"video": video, "head_file": head_file, "fps": scene_fps(context.scene)}
+        params = {"video": video, "fps": scene_fps(context.scene)}
         if options.get("max_frames"):
             params["max_frames"] = int(options["max_frames"])
         if options.get("lens_mm"):
             params["lens_mm"] = float(options["lens_mm"])
-        super().__init__(context, params)
+        super().__init__(context, params, prepare=tracking_head_steps(rig, context))
 
     def apply(self) -> dict:
         """Apply identity, take, camera and sound (or raise TrackVideoError, touching nothing)."""

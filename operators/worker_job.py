@@ -1,7 +1,10 @@
 """The machinery every worker-backed operator shares (generate, track, personalize).
 
 `WorkerJob` holds one request from submission to its result; subclasses validate the request up
-front and implement `apply()`, which changes the scene only once the whole result is valid.
+front and implement `apply()`, which changes the scene only once the whole result is valid. A job may
+first need work in Blender (``prepare``: a generator of steps, e.g. calibrating a head's landmarks the
+first time it is tracked: minutes of renders); the modal path runs it a slice per timer tick, so the UI
+stays responsive, shows its progress and Esc stops it.
 `ModalJobOperator` is the operator mixin: ``execute()`` drives the job synchronously (scripts,
 background mode: errors are reported as warnings and ``{'CANCELLED'}`` is returned, the message in
 ``scene.cadence.last_error``), ``invoke()`` polls it from a timer with progress and Esc to cancel.
@@ -10,6 +13,7 @@ background mode: errors are reported as warnings and ``{'CANCELLED'}`` is return
 from __future__ import annotations
 
 import time
+from collections.abc import Generator
 
 import bpy
 
@@ -27,8 +31,11 @@ class WorkerJob:
     kind = ""
     error_type: type[Exception] = JobFailed
 
-    def __init__(self, context: bpy.types.Context, params: dict):
+    def __init__(self, context: bpy.types.Context, params: dict, prepare: Generator | None = None):
         self.params = params
+        # Steps to run in Blender before submitting: yield (fraction, message); their result (a dict) is added
+        # to ``params``. Exceptions from it are the job's errors.
+        self.prepare = prepare
         self.scene_name = context.scene.name
         self.client = worker_client.get_client(context)
         self.job_id: str | None = None
@@ -38,6 +45,25 @@ class WorkerJob:
 
     def submit(self) -> None:
         self.job_id = self.client.submit(self.kind, self.params)
+
+    def start(self, budget_s: float | None = None) -> bool:
+        """Advance the preparation for about ``budget_s`` seconds (all of it when None), then submit; True once
+        submitted."""
+        if self.job_id is not None:
+            return True
+        t0 = time.monotonic()
+        while self.prepare is not None:
+            try:
+                self.fraction, self.message = next(self.prepare)
+            except StopIteration as stop:
+                self.prepare = None
+                self.params.update(stop.value or {})
+                self.fraction, self.message = 0.0, "Starting"
+                break
+            if budget_s is not None and time.monotonic() - t0 >= budget_s:
+                return False
+        self.submit()
+        return True
 
     def poll(self) -> bool:
         """Process worker events; True once the job has ended (result or error)."""
@@ -55,11 +81,14 @@ class WorkerJob:
         return self.result is not None or self.error is not None
 
     def cancel(self) -> None:
+        if self.prepare is not None:
+            self.prepare.close()  # its temporary scenes and files are removed
+            self.prepare = None
         if self.job_id is not None:
             self.client.cancel(self.job_id)
 
     def run_sync(self, timeout: float | None = None) -> None:
-        self.submit()
+        self.start()
         start = time.monotonic()
         while not self.poll():
             if timeout is not None and time.monotonic() - start > timeout:
@@ -124,7 +153,7 @@ class ModalJobOperator:
             return self.execute(context)
         try:
             self._job = self.make_job(context)
-            self._job.submit()
+            self._job.start(budget_s=0.0)
         except (*self.errors, worker_client.WorkerError) as exc:
             return self._fail(context, str(exc))
         settings = context.scene.cadence
@@ -146,8 +175,8 @@ class ModalJobOperator:
         if event.type != "TIMER":
             return {"PASS_THROUGH"}
         try:
-            done = job.poll()
-        except worker_client.WorkerError as exc:
+            done = job.start(budget_s=0.08) and job.poll()
+        except (*self.errors, worker_client.WorkerError) as exc:
             self._end_modal(context)
             return self._fail(context, str(exc))
         settings = context.scene.cadence

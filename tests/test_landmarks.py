@@ -284,3 +284,60 @@ def test_camera_rays_and_barycentrics_roundtrip(cadence):
     w = rng.dirichlet(np.ones(3), size=2)
     p = np.einsum("fk,fkc->fc", w, verts[faces])
     assert np.allclose(lm.barycentric(verts, faces, np.array([0, 1]), p), w, atol=1e-9)
+
+
+def test_first_calibration_runs_in_steps_and_cancel_leaves_nothing(cadence, clean_scene, tmp_path):
+    """Tracking a head the first time calibrates it in steps (the UI runs them from a timer, with progress);
+    cancelling in the middle removes the temporary render scene and changes nothing."""
+    import glob
+    import tempfile
+
+    import bpy
+
+    prefs = cadence.panels.preferences.get_preferences()
+    old = prefs.cache_dir
+    prefs.cache_dir = str(tmp_path / "cache")
+    try:
+        assert bpy.ops.cadence.add_head() == {"FINISHED"}
+        rig = bpy.context.active_object
+        model_file = rig["cadence"]["model_file"]
+        video = tmp_path / "clip.mp4"
+        video.write_bytes(b"never read: the job is cancelled before it is submitted")
+        kinds = ("scenes", "objects", "meshes", "cameras", "worlds", "images")
+        before = {k: sorted(getattr(bpy.data, k).keys()) for k in kinds}
+        tmp_before = set(glob.glob(f"{tempfile.gettempdir()}/cadence-lmk-*"))
+        job = cadence.operators.track_video.TrackJob(bpy.context, str(video), {})
+        messages = []
+        for _ in range(200):
+            assert job.start(budget_s=0.0) is False  # one step at a time, never submitted
+            messages.append(job.message)
+            if "expression 2 of" in job.message:
+                break
+        assert "Cadence Landmark Render" in bpy.data.scenes  # the calibration's scene, mid-way
+        assert any("view 1 of" in m for m in messages) and 0.0 < job.fraction < 0.5, (messages[-3:], job.fraction)
+        job.cancel()
+        assert job.prepare is None and job.job_id is None
+        assert {k: sorted(getattr(bpy.data, k).keys()) for k in kinds} == before
+        assert set(glob.glob(f"{tempfile.gettempdir()}/cadence-lmk-*")) == tmp_before
+        assert rig["cadence"]["model_file"] == model_file and "landmarks" not in rig["cadence"]
+    finally:
+        prefs.cache_dir = old
+
+
+def test_build_landmarks_operator_frontal(cadence, clean_scene, tmp_path):
+    import bpy
+
+    prefs = cadence.panels.preferences.get_preferences()
+    old = prefs.cache_dir
+    prefs.cache_dir = str(tmp_path / "cache")
+    try:
+        assert bpy.ops.cadence.add_head() == {"FINISHED"}
+        rig = bpy.context.active_object
+        assert bpy.ops.cadence.build_landmarks(turned_views=False) == {"FINISHED"}
+        settings = bpy.context.scene.cadence
+        assert settings.status.startswith("Built ") and not settings.last_error and not settings.running
+        assert rig["cadence"]["landmarks"] == "built from render"  # one view: not calibrated for tracking
+        model = cadence.inference.head_model.HeadModel.load(rig["cadence"]["model_file"])
+        assert len(model.lmk_ids) >= 400 and "lmk_pose_correction" not in model.meta
+    finally:
+        prefs.cache_dir = old
