@@ -250,16 +250,19 @@ def fit_landmarks(head: HeadModel, obs: np.ndarray, valid: np.ndarray, width: in
     say(1.0)
 
     r, *_ = prob.residual(st, cam)
-    rot = st.rot
+    rot, trans = st.rot, st.trans
     fixed = pose_calibration.correct(head, st.rot, st.jaw, st.expr) if opts.pose_correction else None
     if fixed is not None:  # after the residual: rms_px reports how well the landmarks were fitted
         rot = _unwrap_aa(fixed)
+        # Turned about the root joint (the neck), the face would move: keep the face's centre where it was seen.
+        arm = neutral.mean(0) - J0
+        trans = st.trans + np.einsum("tab,b->ta", gn.rodrigues(st.rot) - gn.rodrigues(rot), arm)
     report["pose_corrected"] = fixed is not None
     px = np.sqrt((r**2).sum(2) / np.maximum(prob.weight, 1e-30)[None])  # unweighted pixel error per landmark
     rms = float(np.sqrt((px[valid][:, lw > 0] ** 2).mean()))
-    shift = st.trans.mean(0)  # keep the head near the origin: move camera and head together
+    shift = trans.mean(0)  # keep the head near the origin: move camera and head together
     result = FitResult(shape=st.shape, expression=st.expr, jaw=st.jaw, head_rotation=rot,
-                       head_translation=st.trans - shift, focal_px=focal, position=cam.position - shift, rms_px=rms,
+                       head_translation=trans - shift, focal_px=focal, position=cam.position - shift, rms_px=rms,
                        report=report)
     if fit_eyes:
         eyes = np.zeros((T, 2, 3))

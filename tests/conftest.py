@@ -46,6 +46,27 @@ def full_pose_renders(cadence) -> int:
     return _FULL_POSE_RENDERS[0]
 
 
+@pytest.fixture(scope="session")
+def calibrated_cache(cadence, full_pose_renders, tmp_path_factory) -> str:
+    """A cache folder holding the default head's landmark embedding with the product's full calibration
+    (built once per session, ~2 min). Point the preferences' ``cache_dir`` at it to track with it."""
+    import bpy
+
+    folder = tmp_path_factory.mktemp("calibrated-cache")
+    prefs = cadence.panels.preferences.get_preferences()
+    old = prefs.cache_dir
+    prefs.cache_dir = str(folder)
+    bpy.ops.wm.read_homefile(use_empty=True)
+    try:
+        assert bpy.ops.cadence.add_head() == {"FINISHED"}
+        cadence.operators.landmarks.build_from_render(bpy.context.active_object, bpy.context,
+                                                      pose_renders=full_pose_renders)
+    finally:
+        prefs.cache_dir = old
+        bpy.ops.wm.read_homefile(use_empty=True)
+    return str(folder)
+
+
 @pytest.fixture
 def clean_scene(cadence):
     """An empty scene with Cadence still enabled."""

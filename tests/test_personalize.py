@@ -9,9 +9,10 @@ a characteristic 8.6° roll tilt, and a forward bob. It is clearly unlike the ge
 motion (inference/head_motion.py: small, noise-driven, centred). Same voice for training and held-out
 audio: personalization learns one person, whose new recordings it then animates.
 
-THE TRACKED POSES are taken directly from these known synthetic channels (no render + track here: the
-tracking accuracy is tested in tests/test_tracking.py and the operator flow in
-tests/test_track_operator.py).
+THE TRACKED POSES are taken directly from these known synthetic channels in the main test. The end-to-end
+test at the bottom goes the whole way instead: the target's motion keyed on the default head, rendered in
+Blender with the training reading as its sound, tracked, and the persona learnt from the TRACKED poses and
+the video's own audio (tracking accuracy itself is tested in tests/test_tracking.py).
 
 THE RUN goes through the real worker job handlers: "personalize" (channels_file + audio -> persona file)
 then "generate" with and without ``persona`` on the held-out audio. The network is REDUCED for test
@@ -275,3 +276,88 @@ def test_personalize_job_is_cancellable(target, head_file, tmp_path):
         personalize_job({"channels_file": p["channels"], "audio_file": p["train_wav"], "head_file": head_file,
                          "persona_out": str(tmp_path / "c.persona.pt"), "net_overrides": SMALL_NET}, ctx)
     assert not (tmp_path / "c.persona.pt").exists()
+
+
+# ------------------------------------------------------------------------------ end to end, through Blender
+RENDER_SECONDS = 60.0  # of the training reading (all of its ~50 s), rendered and tracked
+
+
+def _head_slice(ch, n: int, channels_type):
+    """The first ``n`` frames of ``ch`` as ``channels_type`` (the extension's own Channels, to key them)."""
+    groups = {g: ch.get(g)[:n] for g in ("head_rotation", "head_translation", "jaw", "expression")}
+    return channels_type(fps=ch.fps, n_frames=n, expr_names=ch.expr_names, groups=groups)
+
+
+@pytest.mark.slow
+def test_persona_learnt_from_a_rendered_and_tracked_target(cadence, clean_scene, calibrated_cache, target, head_file,
+                                                           tmp_path):
+    """The whole path: the target rendered talking in Blender (its known motion keyed on the default head, the
+    training reading as the video's sound), the video tracked, the persona learnt from the TRACKED poses and
+    the video's own audio. On held-out audio it still moves in the target's style."""
+    import bpy
+    from test_tracking import SIZE, encode_mp4, geodesic_deg
+
+    from inference.head_model import HeadModel
+    from inference.jobs_personalize import personalize_job
+    from inference.protocol import Channels
+    from inference.track import track_video
+
+    p = target["paths"]
+    synthetic = Channels.load(p["channels"])
+    n = min(synthetic.n_frames, int(RENDER_SECONDS * FPS))
+    known = _head_slice(synthetic, n, cadence.inference.protocol.Channels)
+    audio, _sr = sf.read(p["train_wav"], dtype="float32")
+    cut = tmp_path / "reading.wav"
+    sf.write(cut, audio[: int(n / FPS * SR)], SR)
+    scene = clean_scene
+    scene.render.fps, scene.render.fps_base = int(FPS), 1.0
+    prefs = cadence.panels.preferences.get_preferences()
+    old = prefs.cache_dir
+    prefs.cache_dir = calibrated_cache
+    try:
+        assert bpy.ops.cadence.add_head() == {"FINISHED"}
+        rig = bpy.context.active_object
+        cadence.operators.keyframes.write_take(rig, known, frame_start=1, take_name="Target")
+        cam = cadence.operators.preview.stage(scene, rig, engine="WORKBENCH", size=SIZE)
+        scene.frame_start, scene.frame_end = 1, n
+        scene.render.image_settings.file_format = "PNG"
+        scene.render.filepath = str(tmp_path / "frames" / "f_")
+        t0 = time.perf_counter()
+        bpy.ops.render.render(animation=True)
+        t_render = time.perf_counter() - t0
+        video = encode_mp4(str(tmp_path / "frames" / "f_%04d.png"), FPS, str(tmp_path / "target.mp4"), audio=str(cut))
+        head = HeadModel.load(cadence.operators.landmarks.ensure_landmark_embedding(rig, bpy.context))
+        lens = cam.data.lens * 36.0 / cam.data.sensor_width
+    finally:
+        prefs.cache_dir = old
+    res = track_video(video, head, fps=FPS, audio_dir=tmp_path, lens_mm=lens)
+    m = min(res.n_frames, n)  # the encoder's -shortest may drop the last frame
+    assert res.audio_file is not None and m >= n - 1, (res.audio_file, res.n_frames, n)
+    rot_err = geodesic_deg(res.channels.get("head_rotation")[:m], known.get("head_rotation")[:m])
+    tracked_file = str(tmp_path / "tracked.npz")
+    res.channels.save(tracked_file)
+    persona = str(tmp_path / "tracked.persona.pt")
+    personalize_job({"channels_file": tracked_file, "audio_file": res.audio_file, "head_file": head_file,
+                     "persona_out": persona, "epochs": 100, "n_frames": 0, "device": "cpu",
+                     "net_overrides": SMALL_NET}, Ctx(tmp_path))
+
+    held = target["held_out"]
+    ch_p, persona_pose = _generate(head_file, p["held_out_wav"], tmp_path, persona=persona)
+    _ch_g, generic_pose = _generate(head_file, p["held_out_wav"], tmp_path)
+    rot, trans = target_style(held, ch_p.n_frames)
+    # The tracker knows translation up to the camera's place: relative to the tracked clip's mean.
+    trans = trans - known.get("head_translation").mean(0)
+    want = np.concatenate([rot, trans], axis=1)
+    fd_p, fd_g = (pose_style.pose_frechet(x, want, FPS) for x in (persona_pose, generic_pose))
+    ref = pose_style.style_stats(want, FPS)
+    sd_p, sd_g = (pose_style.stats_distance(pose_style.style_stats(x, FPS), ref) for x in (persona_pose, generic_pose))
+    # The rotation alone (the target's translation, 1-5 mm std, is near what a 320 px video resolves).
+    ref3 = pose_style.style_stats(want[:, :3], FPS)
+    sd3 = [pose_style.stats_distance(pose_style.style_stats(x[:, :3], FPS), ref3) for x in (persona_pose, generic_pose)]
+    print(f"\nrendered {n} frames in {t_render:.0f} s; tracked head rotation error {rot_err.mean():.2f} deg; "
+          f"Fréchet persona {fd_p:.2f} vs generic {fd_g:.2f}; stats persona {sd_p:.3f} vs generic {sd_g:.3f} "
+          f"(rotation only: {sd3[0]:.3f} vs {sd3[1]:.3f})")
+    assert rot_err.mean() < 3.0
+    assert fd_p <= 0.5 * fd_g, (fd_p, fd_g)
+    assert sd_p <= 0.5 * sd_g, (sd_p, sd_g)
+    assert abs(persona_pose[:, 2].mean() - want[:, 2].mean()) < 0.3 * TILT

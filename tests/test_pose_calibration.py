@@ -88,6 +88,14 @@ def test_fit_applies_the_heads_correction():
     assert fixed.report["pose_corrected"] is True
     want = pc.correct_with(coef, plain.head_rotation, pc.features(plain.head_rotation, plain.jaw, plain.expression))
     np.testing.assert_allclose(fixed.head_rotation, want, atol=1e-9)
+    # The face stays where it was seen: only the head's turn about the neck changes.
+    arm = head.landmarks(head.forward()[0]).mean(0) - head.rest_joints()[0]
+
+    def face(r):
+        return np.einsum("tab,b->ta", rodrigues(r.head_rotation), arm) + r.head_translation - r.position
+
+    np.testing.assert_allclose(face(fixed), face(plain), atol=1e-9)
+    assert not np.allclose(fixed.head_translation, plain.head_translation)
     yaw = gn.view_angles(rodrigues(plain.head_rotation))[0]
     assert np.abs(yaw).max() > np.radians(5)
     off = opts.__class__(iters_final=2, pose_correction=False)
