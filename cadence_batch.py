@@ -52,9 +52,13 @@ def _track_parser() -> argparse.ArgumentParser:
     _scene_options(ap)
     ap.add_argument("--frame-start", type=int, default=1)
     ap.add_argument("--no-background", action="store_true", help="do not show the video behind the camera")
+    _lens_option(ap)
+    return ap
+
+
+def _lens_option(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--lens-mm", type=float, default=0.0,
                     help="the video camera's focal length (35 mm equivalent) when known; default: estimated")
-    return ap
 
 
 def _personalize_parser() -> argparse.ArgumentParser:
@@ -65,6 +69,7 @@ def _personalize_parser() -> argparse.ArgumentParser:
     ap.add_argument("--epochs", type=int, default=100)
     ap.add_argument("--frames", type=int, default=300, help="frames to learn from (0: all)")
     ap.add_argument("--general", default="", help="general model to fine-tune (optional)")
+    _lens_option(ap)
     return ap
 
 
@@ -79,7 +84,8 @@ def _run_command(command: str, argv: list[str], cadence, bpy) -> int:
                             lens_mm=args.lens_mm)
         else:
             batch.run_personalize(args.video, args.persona_out, head_file=args.head, base_blend=base,
-                                  epochs=args.epochs, n_frames=args.frames, general=args.general)
+                                  epochs=args.epochs, n_frames=args.frames, general=args.general,
+                                  lens_mm=args.lens_mm)
     except (RuntimeError, OSError, ValueError) as exc:  # TrackVideoError, WorkerError...: the reason, no traceback
         print(f"Cadence {command}: FAILED: {exc}", file=sys.stderr)
         return 1

@@ -163,7 +163,7 @@ def run_track(video: str, out_dir: str, head_file: str = "", base_blend: str = "
 
 
 def run_personalize(video: str, persona_out: str, head_file: str = "", base_blend: str = "", epochs: int = 100,
-                    n_frames: int = 300, general: str = "", stream=None) -> str:
+                    n_frames: int = 300, general: str = "", lens_mm: float = 0.0, stream=None) -> str:
     """Learn a persona from ``video`` (tracked in the worker) and write it to ``persona_out``; returns its path."""
     from . import personalize
 
@@ -175,7 +175,8 @@ def run_personalize(video: str, persona_out: str, head_file: str = "", base_blen
     print(f"personalizing from {Path(video).name} ({epochs} epochs, {n_frames or 'all'} frames) ...",
           file=stream, flush=True)
     job = personalize.PersonalizeJob(context, video, {"persona_out": os.path.abspath(persona_out), "epochs": epochs,
-                                                      "n_frames": n_frames, "general": general})
+                                                      "n_frames": n_frames, "general": general,
+                                                      "lens_mm": lens_mm})
     job.run_sync()
     report = job.apply()
     loss = report.get("held_out_loss")

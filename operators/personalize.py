@@ -75,6 +75,8 @@ class PersonalizeJob(WorkerJob):
         else:
             params.update(video=video, fps=scene_fps(context.scene))
             prepare = tracking_head_steps(rig, context)  # the head's landmark calibration, the first time
+        if options.get("lens_mm") and last is None:
+            params["lens_mm"] = float(options["lens_mm"])
         for key in ("net_overrides", "device"):
             if options.get(key):
                 params[key] = options[key]
@@ -111,6 +113,10 @@ class CADENCE_OT_personalize(ModalJobOperator, bpy.types.Operator):
                                       description="Optional general model to fine-tune (else trained from scratch)")
     persona_out: bpy.props.StringProperty(name="Persona File", subtype="FILE_PATH",
                                           description="Empty: next to the .blend (or in Cadence's cache)")
+    lens_mm: bpy.props.FloatProperty(
+        name="Lens (mm)", default=0.0, min=0.0, soft_max=300.0,
+        description="The video camera's focal length when known (35 mm equivalent), for tracking it. "
+                    "0: estimate it from the video")
 
     errors = (PersonalizeError, TrackVideoError)
     verb = "Personalization"
@@ -123,6 +129,7 @@ class CADENCE_OT_personalize(ModalJobOperator, bpy.types.Operator):
         return PersonalizeJob(context, self.filepath, {
             "epochs": self.epochs, "n_frames": self.n_frames, "general": self.general,
             "persona_out": bpy.path.abspath(self.persona_out) if self.persona_out else "",
+            "lens_mm": self.lens_mm,
         })
 
     def done_message(self, report: dict) -> str:

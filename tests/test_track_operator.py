@@ -222,11 +222,14 @@ def test_batch_track_personalize_and_generate_with_persona(cadence, clip, tmp_pa
     import cadence_batch
 
     out = tmp_path / "out"
-    assert cadence_batch.main(["track", clip["video"], "--out", str(out)]) == 0
+    assert cadence_batch.main(["track", clip["video"], "--out", str(out), "--lens-mm", "40"]) == 0
     assert (out / "talk_track.blend").is_file()
+    import bpy
+
+    assert abs(bpy.context.scene.camera.data.lens - 40.0) < 1e-3  # the given lens, not an estimate
     persona = tmp_path / "talk.persona.pt"
     assert cadence_batch.main(["personalize", clip["video"], "--persona-out", str(persona), "--epochs", "1",
-                               "--frames", "0"]) == 0
+                               "--frames", "0", "--lens-mm", "40"]) == 0
     assert persona.is_file()
     assert cadence_batch.main([clip["wav"], "--out", str(out), "--persona", str(persona)]) == 0
     assert (out / "voice.blend").is_file()
