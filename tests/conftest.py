@@ -6,6 +6,7 @@ touch a real user's Blender configuration.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -47,22 +48,36 @@ def full_pose_renders(cadence) -> int:
 
 
 @pytest.fixture(scope="session")
-def calibrated_cache(cadence, full_pose_renders, tmp_path_factory) -> str:
+def cache_folder(cadence):
+    """``with cache_folder(path):`` points Cadence's cache folder (its preferences) at ``path`` for the block."""
+
+    @contextlib.contextmanager
+    def use(folder):
+        prefs = cadence.panels.preferences.get_preferences()
+        old = prefs.cache_dir
+        prefs.cache_dir = str(folder)
+        try:
+            yield
+        finally:
+            prefs.cache_dir = old
+
+    return use
+
+
+@pytest.fixture(scope="session")
+def calibrated_cache(cadence, cache_folder, full_pose_renders, tmp_path_factory) -> str:
     """A cache folder holding the default head's landmark embedding with the product's full calibration
-    (built once per session, ~2 min). Point the preferences' ``cache_dir`` at it to track with it."""
+    (built once per session, ~2 min). Use it with ``cache_folder`` to track with it."""
     import bpy
 
     folder = tmp_path_factory.mktemp("calibrated-cache")
-    prefs = cadence.panels.preferences.get_preferences()
-    old = prefs.cache_dir
-    prefs.cache_dir = str(folder)
     bpy.ops.wm.read_homefile(use_empty=True)
     try:
-        assert bpy.ops.cadence.add_head() == {"FINISHED"}
-        cadence.operators.landmarks.build_from_render(bpy.context.active_object, bpy.context,
-                                                      pose_renders=full_pose_renders)
+        with cache_folder(folder):
+            assert bpy.ops.cadence.add_head() == {"FINISHED"}
+            cadence.operators.landmarks.build_from_render(bpy.context.active_object, bpy.context,
+                                                          pose_renders=full_pose_renders)
     finally:
-        prefs.cache_dir = old
         bpy.ops.wm.read_homefile(use_empty=True)
     return str(folder)
 

@@ -68,18 +68,15 @@ def _default_head(cadence):
 
 
 @pytest.fixture
-def truth(cadence, clean_scene, tmp_path):
+def truth(cadence, clean_scene, cache_folder, tmp_path):
     """The default head (with its constructed embedding), and a private cache for this test.
 
     The stripped copy has the default head's hash (landmarks are not hashed): a cache of its own keeps
     the shared heads/<hash>.npz the real default head's.
     """
     model = _default_head(cadence)
-    prefs = cadence.panels.preferences.get_preferences()
-    old = prefs.cache_dir
-    prefs.cache_dir = str(tmp_path / "cache")
-    yield model
-    prefs.cache_dir = old
+    with cache_folder(tmp_path / "cache"):
+        yield model
 
 
 def _strip(model):
@@ -164,15 +161,12 @@ def test_embedding_from_render_matches_the_constructed_one(cadence, truth):
         lm.render_view = lm_render
 
 
-def test_default_head_gets_a_detector_calibrated_embedding(cadence, clean_scene, tmp_path):
+def test_default_head_gets_a_detector_calibrated_embedding(cadence, clean_scene, cache_folder, tmp_path):
     """The default head's by-construction embedding is biased against MediaPipe: tracking gets a calibrated one."""
     import bpy
 
     HeadModel = cadence.inference.head_model.HeadModel
-    prefs = cadence.panels.preferences.get_preferences()
-    old = prefs.cache_dir
-    prefs.cache_dir = str(tmp_path / "cache")
-    try:
+    with cache_folder(tmp_path / "cache"):
         assert bpy.ops.cadence.add_head() == {"FINISHED"}
         rig = bpy.context.active_object
         constructed = rig["cadence"]["model_file"]
@@ -211,8 +205,6 @@ def test_default_head_gets_a_detector_calibrated_embedding(cadence, clean_scene,
         assert cadence.inference.pose_calibration.usable(built.meta, built.n_expr) is not None
         assert pose["err_after_deg"] < 0.8 * pose["err_before_deg"], pose
         assert cadence.operators.landmarks.ensure_landmark_embedding(rig, bpy.context) == path  # cached
-    finally:
-        prefs.cache_dir = old
 
 
 def test_load_landmarks_file(cadence, truth, tmp_path):
@@ -286,7 +278,7 @@ def test_camera_rays_and_barycentrics_roundtrip(cadence):
     assert np.allclose(lm.barycentric(verts, faces, np.array([0, 1]), p), w, atol=1e-9)
 
 
-def test_first_calibration_runs_in_steps_and_cancel_leaves_nothing(cadence, clean_scene, tmp_path):
+def test_first_calibration_runs_in_steps_and_cancel_leaves_nothing(cadence, clean_scene, cache_folder, tmp_path):
     """Tracking a head the first time calibrates it in steps (the UI runs them from a timer, with progress);
     cancelling in the middle removes the temporary render scene and changes nothing."""
     import glob
@@ -294,10 +286,7 @@ def test_first_calibration_runs_in_steps_and_cancel_leaves_nothing(cadence, clea
 
     import bpy
 
-    prefs = cadence.panels.preferences.get_preferences()
-    old = prefs.cache_dir
-    prefs.cache_dir = str(tmp_path / "cache")
-    try:
+    with cache_folder(tmp_path / "cache"):
         assert bpy.ops.cadence.add_head() == {"FINISHED"}
         rig = bpy.context.active_object
         model_file = rig["cadence"]["model_file"]
@@ -320,17 +309,12 @@ def test_first_calibration_runs_in_steps_and_cancel_leaves_nothing(cadence, clea
         assert {k: sorted(getattr(bpy.data, k).keys()) for k in kinds} == before
         assert set(glob.glob(f"{tempfile.gettempdir()}/cadence-lmk-*")) == tmp_before
         assert rig["cadence"]["model_file"] == model_file and "landmarks" not in rig["cadence"]
-    finally:
-        prefs.cache_dir = old
 
 
-def test_build_landmarks_operator_frontal(cadence, clean_scene, tmp_path):
+def test_build_landmarks_operator_frontal(cadence, clean_scene, cache_folder, tmp_path):
     import bpy
 
-    prefs = cadence.panels.preferences.get_preferences()
-    old = prefs.cache_dir
-    prefs.cache_dir = str(tmp_path / "cache")
-    try:
+    with cache_folder(tmp_path / "cache"):
         assert bpy.ops.cadence.add_head() == {"FINISHED"}
         rig = bpy.context.active_object
         assert bpy.ops.cadence.build_landmarks(turned_views=False) == {"FINISHED"}
@@ -339,5 +323,3 @@ def test_build_landmarks_operator_frontal(cadence, clean_scene, tmp_path):
         assert rig["cadence"]["landmarks"] == "built from render"  # one view: not calibrated for tracking
         model = cadence.inference.head_model.HeadModel.load(rig["cadence"]["model_file"])
         assert len(model.lmk_ids) >= 400 and "lmk_pose_correction" not in model.meta
-    finally:
-        prefs.cache_dir = old

@@ -289,8 +289,8 @@ def _head_slice(ch, n: int, channels_type):
 
 
 @pytest.mark.slow
-def test_persona_learnt_from_a_rendered_and_tracked_target(cadence, clean_scene, calibrated_cache, target, head_file,
-                                                           tmp_path):
+def test_persona_learnt_from_a_rendered_and_tracked_target(cadence, clean_scene, calibrated_cache, cache_folder,
+                                                           target, head_file, tmp_path):
     """The whole path: the target rendered talking in Blender (its known motion keyed on the default head, the
     training reading as the video's sound), the video tracked, the persona learnt from the TRACKED poses and
     the video's own audio. On held-out audio it still moves in the target's style."""
@@ -311,10 +311,7 @@ def test_persona_learnt_from_a_rendered_and_tracked_target(cadence, clean_scene,
     sf.write(cut, audio[: int(n / FPS * SR)], SR)
     scene = clean_scene
     scene.render.fps, scene.render.fps_base = int(FPS), 1.0
-    prefs = cadence.panels.preferences.get_preferences()
-    old = prefs.cache_dir
-    prefs.cache_dir = calibrated_cache
-    try:
+    with cache_folder(calibrated_cache):
         assert bpy.ops.cadence.add_head() == {"FINISHED"}
         rig = bpy.context.active_object
         cadence.operators.keyframes.write_take(rig, known, frame_start=1, take_name="Target")
@@ -328,8 +325,6 @@ def test_persona_learnt_from_a_rendered_and_tracked_target(cadence, clean_scene,
         video = encode_mp4(str(tmp_path / "frames" / "f_%04d.png"), FPS, str(tmp_path / "target.mp4"), audio=str(cut))
         head = HeadModel.load(cadence.operators.landmarks.ensure_landmark_embedding(rig, bpy.context))
         lens = cam.data.lens * 36.0 / cam.data.sensor_width
-    finally:
-        prefs.cache_dir = old
     res = track_video(video, head, fps=FPS, audio_dir=tmp_path, lens_mm=lens)
     m = min(res.n_frames, n)  # the encoder's -shortest may drop the last frame
     assert res.audio_file is not None and m >= n - 1, (res.audio_file, res.n_frames, n)

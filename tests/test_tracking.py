@@ -96,7 +96,7 @@ def geodesic_deg(aa_a: np.ndarray, aa_b: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def tracked(cadence, calibrated_cache, tmp_path_factory):
+def tracked(cadence, calibrated_cache, cache_folder, tmp_path_factory):
     """The truth rendered and tracked (with the camera's known focal length, and with it estimated), on the
     embedding with the product's full calibration."""
     import bpy
@@ -105,19 +105,15 @@ def tracked(cadence, calibrated_cache, tmp_path_factory):
     from inference.track import track_video
 
     tmp = tmp_path_factory.mktemp("tracking")
-    prefs = cadence.panels.preferences.get_preferences()
-    old = prefs.cache_dir
-    prefs.cache_dir = calibrated_cache
     bpy.ops.wm.read_homefile(use_empty=True)
     try:
-        truth = render_truth(cadence, bpy.context.scene, tmp)
-        model_file = cadence.operators.landmarks.ensure_landmark_embedding(truth["rig"], bpy.context)
-        head = HeadModel.load(model_file)
+        with cache_folder(calibrated_cache):
+            truth = render_truth(cadence, bpy.context.scene, tmp)
+            head = HeadModel.load(cadence.operators.landmarks.ensure_landmark_embedding(truth["rig"], bpy.context))
         # The known camera as a user gives it: its 35 mm-equivalent lens (the render is SIZE px wide).
         known = track_video(truth["video"], head, fps=FPS, audio_dir=tmp, lens_mm=truth["focal_px"] * 36.0 / SIZE)
         free = track_video(truth["video"], head, fps=FPS, audio_dir=tmp)
     finally:
-        prefs.cache_dir = old
         bpy.ops.wm.read_homefile(use_empty=True)
     scores = {name: _score(res, truth["channels"], head) for name, res in (("known", known), ("free", free))}
     for name, sc in scores.items():
