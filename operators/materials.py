@@ -19,6 +19,7 @@ PALETTE: dict[str, tuple[str, tuple[float, float, float, float], float]] = {
     "iris": ("Cadence Iris", (0.18, 0.28, 0.38, 1.0), 0.2),
     "pupil": ("Cadence Pupil", (0.01, 0.01, 0.01, 1.0), 0.1),
     "teeth": ("Cadence Teeth", (0.86, 0.84, 0.76, 1.0), 0.3),
+    "brows": ("Cadence Brows", (0.045, 0.028, 0.018, 1.0), 0.8),
 }
 
 

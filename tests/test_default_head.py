@@ -67,7 +67,7 @@ def test_deterministic_and_fast(head):
 
 def test_mesh_is_closed_oriented_and_clean(head):
     v, f = head.v_template, head.faces
-    assert 5000 <= head.n_vertices <= 10000
+    assert 5000 <= head.n_vertices <= 11000
     assert f.shape[1] == 3
     tri = v[f]
     area = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
@@ -76,7 +76,7 @@ def test_mesh_is_closed_oriented_and_clean(head):
     assert max(edges.values()) == 1  # no edge used twice in the same direction: consistent winding
     assert all((b, a) in edges for a, b in edges)  # every edge paired: closed
     comps = _components(f, head.n_vertices)
-    assert len(comps) == 5  # skin (+ mouth bag + eye cups), two eyeballs, two rows of teeth
+    assert len(comps) == 7  # skin (+ mouth bag + eye cups), two eyeballs, two rows of teeth, two brows
     for c in comps:
         fc = f[np.isin(f[:, 0], c)]
         t = v[fc]
@@ -133,7 +133,7 @@ def test_teeth_are_rigid_inside_the_mouth(head):
 
 def test_material_groups_partition_the_faces(head):
     g = head.meta["material_groups"]
-    assert {"skin", "lips", "mouth", "eyes", "iris", "pupil", "teeth"} <= set(g)
+    assert {"skin", "lips", "mouth", "eyes", "iris", "pupil", "teeth", "brows"} <= set(g)
     ids = np.concatenate([np.asarray(v, dtype=np.int64) for v in g.values()])
     assert len(ids) == len(head.faces) and np.array_equal(np.sort(ids), np.arange(len(head.faces)))
     J = head.rest_joints()
@@ -252,6 +252,42 @@ def test_landmarks_sit_on_their_features(head):
     assert lm[ids.index(152), 1] < lm[ids.index(17), 1] - 0.02 and lm[ids.index(10), 1] > lm[ids.index(105), 1]
 
 
+def test_brows_ride_the_skin_between_the_brow_landmarks(head):
+    """Each brow lies just above the skin, spans the band MediaPipe's brow points outline, and moves with it."""
+    from inference.default_head.brows import LIFT, SINK, ray_front
+    from inference.default_head.landmarks import BROW_L, BROW_R
+
+    ids, lm, v0 = list(head.lmk_ids), head.landmarks(), head.v_template
+    skin = v0[: head.meta["n_skin_vertices"]]
+    for k, (upper, lower) in (("L", BROW_L), ("R", BROW_R)):
+        a, b = head.meta["brow_vertices"][k]
+        brow = v0[a : b + 1]
+        top = brow[: len(brow) // 2]
+        # Just off the skin: the top is in front of the skin under it, by less than 2 mm.
+        assert LIFT < 0.002 and SINK < LIFT
+        skin_faces = head.faces[np.all(head.faces < len(skin), axis=1)]
+        for p in top[::7]:
+            f, bary = ray_front(skin, skin_faces, float(p[0]), float(p[1]))
+            assert 0.0 < p[2] - bary @ skin[skin_faces[f], 2] < 0.002
+        # In the front view the brow covers its landmarks' band (between the upper and lower edge points).
+        up = np.array([lm[ids.index(i)] for i in upper])
+        lo = np.array([lm[ids.index(i)] for i in lower])
+        assert top[:, 1].max() > up[:, 1].min() and top[:, 1].min() < lo[:, 1].max()
+        sign = 1 if k == "L" else -1
+        assert sign * top[:, 0].min() > 0.005 and abs(top[:, 0]).max() < 0.065
+        # Raising the inner brows raises the brow with the skin's brow landmarks.
+        e = _expr(head, browInnerUp=1.0)
+        v1, _ = head.forward(expression=e)
+        lift_brow = (v1[a : b + 1, 1] - v0[a : b + 1, 1]).max()
+        lift_lmk = (head.landmarks(v1)[[ids.index(i) for i in upper]] - up)[:, 1].max()
+        assert lift_brow > 0.004 and abs(lift_brow - lift_lmk) < 0.0015
+        # A frown does not raise it, and the lower face leaves it alone.
+        v2, _ = head.forward(expression=_expr(head, **{f"browDown_{k}": 1.0}))
+        assert (v2[a : b + 1, 1] - v0[a : b + 1, 1]).min() < -0.003
+        v3, _ = head.forward(expression=_expr(head, mouthSmile_L=1.0, mouthSmile_R=1.0), pose=_pose(0.3))
+        assert np.abs(v3[a : b + 1] - v0[a : b + 1]).max() < 1e-4
+
+
 def test_cache_roundtrip_and_rebuild(tmp_path: Path, head):
     m = load_or_build(tmp_path)
     p = Path(cache_path(tmp_path))
@@ -287,12 +323,8 @@ def _render_colours(m: HeadModel) -> np.ndarray:
         d = v[a : b + 1] - J[j]
         cz = d[:, 2] / np.linalg.norm(d, axis=1)
         col[a : b + 1] = np.where(cz[:, None] > np.cos(0.62), [0.28, 0.17, 0.10], [0.92, 0.90, 0.88])
-    n = m.meta["n_skin_vertices"]
-    x = np.abs(v[:n, 0])
-    f = np.clip((x - 0.013) / 0.043, 0, 1)
-    yb = J[3, 1] + 0.022 + 0.006 * np.sin(np.pi * f**0.8) - 0.007 * f
-    brow = (x > 0.011) & (x < 0.058) & (np.abs(v[:n, 1] - yb) < 0.0045 - 0.002 * f) & (v[:n, 2] > 0.05)
-    col[:n][brow] = [0.25, 0.17, 0.12]
+    for a, b in m.meta["brow_vertices"].values():
+        col[a : b + 1] = [0.25, 0.17, 0.12]
     return col
 
 

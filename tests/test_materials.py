@@ -12,7 +12,7 @@ def test_default_head_parts_get_their_materials(clean_scene):
     rig = bpy.context.active_object
     mesh = bpy.data.objects[rig["cadence"]["mesh"]].data
     names = [m.name for m in mesh.materials]
-    assert {"Cadence Skin", "Cadence Lips", "Cadence Iris", "Cadence Teeth"} <= set(names)
+    assert {"Cadence Skin", "Cadence Lips", "Cadence Iris", "Cadence Teeth", "Cadence Brows"} <= set(names)
     idx = np.empty(len(mesh.polygons), dtype=np.int32)
     mesh.polygons.foreach_get("material_index", idx)
     from inference.default_head import build_default_head
@@ -21,7 +21,7 @@ def test_default_head_parts_get_their_materials(clean_scene):
     for part, faces in groups.items():
         expected = names.index({"skin": "Cadence Skin", "lips": "Cadence Lips", "mouth": "Cadence Mouth",
                                 "eyes": "Cadence Eye White", "iris": "Cadence Iris", "pupil": "Cadence Pupil",
-                                "teeth": "Cadence Teeth"}[part])
+                                "teeth": "Cadence Teeth", "brows": "Cadence Brows"}[part])
         assert np.all(idx[np.asarray(faces)] == expected), part
     # A second head shares the materials instead of duplicating them.
     assert bpy.ops.cadence.add_head() == {"FINISHED"}

@@ -152,14 +152,15 @@ def test_tracking_recovers_head_pose_and_jaw(tracked):
     assert known["jaw"] <= 3.0, known["jaw"]
     # Head pose semantics match the rig: the tracked camera sits where the render camera was.
     assert np.linalg.norm(np.asarray(res.camera["position"])[:2] - truth["position"][:2]) < 0.03
-    # With the focal length estimated too (measured 1.98 deg / 2.3 deg; a guard, not the done-when).
+    # With the focal length estimated too (measured 2.18 deg / 2.3 deg; a guard, not the done-when).
     assert tracked["free"]["head"] <= 2.5 and tracked["free"]["jaw"] <= 3.0, tracked["free"]
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="measured r 0.59 smile L / 0.69 smile R / 0.60 brow / 0.84, 0.73 blinks: MediaPipe "
-                   "does not follow browInnerUp on the default head (its response to a raise is ~0 in the calibration "
-                   "renders) and follows smiles and blinks at 0.7-0.8 of their motion, with jitter")
+@pytest.mark.xfail(strict=False, reason="measured r 0.72 / 0.70 smiles, 0.68 brow, 0.69 / 0.73 blinks: MediaPipe's lid and "
+                   "brow points on the default head drift with the head's pitch (the open lid gap reads 40 % short at "
+                   "-20 deg) and close only part way on a blink; with every other landmark perfect, the detected lids "
+                   "alone limit eyeBlink_L to r 0.61")
 def test_tracking_recovers_expression_curves(tracked):
     for name, c in tracked["known"]["corr"].items():
         assert c >= 0.8, (name, c)

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..head_model import HeadModel, HeadModelError
 from . import anatomy as A
+from .brows import attach
 from .expressions import MOUTH_CLOSE_JAW, expression_basis
 from .geometry import build_geometry
 from .grid import vermilion_mask
@@ -17,7 +18,7 @@ from .regions import lip_coordinates, mouth_mask
 from .shapes import identity_basis
 from .skinning import joint_regressor, skinning_weights
 
-DEFAULT_HEAD_VERSION = 2
+DEFAULT_HEAD_VERSION = 3
 NAME = "Cadence default head"
 
 
@@ -30,6 +31,8 @@ def build_default_head() -> HeadModel:
     joints = J @ g.verts
     expr_names, exprdirs = expression_basis(g, W, joints)
     shape_names, shapedirs = identity_basis(g)
+    for values in (W, exprdirs, shapedirs):  # the brows ride the skin under them
+        attach(values, *g.brow_attach)
     lf, lb, lids, eye_sets = embed_landmarks(g)
     ms = g.grid.slits["mouth"]
     corner_r, corner_l = g.grid.vid(ms.row, ms.corner_lo), g.grid.vid(ms.row, ms.corner_hi)
@@ -50,6 +53,7 @@ def build_default_head() -> HeadModel:
         },
         "eyelid_vertices": eye_sets,
         "eyeball_vertices": {k: [int(ids[0]), int(ids[-1])] for k, ids in g.eyeball_ids.items()},
+        "brow_vertices": {k: [int(ids[0]), int(ids[-1])] for k, ids in g.brow_ids.items()},
         "mouth_bag_vertices": [int(g.mouth_bag_ids[0]), int(g.mouth_bag_ids[-1])],
         "teeth_vertices": {k: [int(ids[0]), int(ids[-1])] for k, ids in g.teeth_ids.items()},
         "lip_region_vertices": np.flatnonzero(lips & (np.abs(s[: g.n_skin]) < 0.011)).tolist(),
@@ -71,7 +75,7 @@ PUPIL_ANGLE = 0.26
 
 
 def material_groups(g, lip_mask: np.ndarray) -> dict[str, list[int]]:
-    """Face ids per material: skin, lips, mouth (bag), eyes (sclera), iris, pupil, teeth.
+    """Face ids per material: skin, lips, mouth (bag), eyes (sclera), iris, pupil, teeth, brows.
 
     Every face is in exactly one group; the eye cups (hidden behind the eyeballs) count as skin.
     """
@@ -94,6 +98,7 @@ def material_groups(g, lip_mask: np.ndarray) -> dict[str, list[int]]:
         groups["iris"] += (a + np.flatnonzero((ang >= PUPIL_ANGLE) & (ang < IRIS_ANGLE))).tolist()
         groups["eyes"] += (a + np.flatnonzero(ang >= IRIS_ANGLE)).tolist()
     groups["teeth"] = list(range(parts["teeth_upper"][0], parts["teeth_lower"][1]))
+    groups["brows"] = list(range(parts["brow_L"][0], parts["brow_R"][1]))
     return groups
 
 

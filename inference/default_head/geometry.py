@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import anatomy as A
+from .brows import brow_slab
 from .cavities import boundary_loop, eye_cup, eyeball, mouth_bag, tube_faces
 from .grid import SkinGrid, build_grid, skin_positions
 from .teeth import tooth_row
@@ -30,6 +31,8 @@ class Geometry:
     line_phi: np.ndarray  # lip-line elevation at each skin vertex's azimuth
     teeth_ids: dict  # "upper"/"lower" -> tooth-row vertex ids
     face_parts: dict  # part name -> (first face, end face) in the face array
+    brow_ids: dict  # "L"/"R" -> brow slab vertex ids
+    brow_attach: tuple  # (vertex ids, skin triangle (n, 3), barycentric (n, 3)): what each brow vertex rides
 
 
 def cavity_positions(g: Geometry, skin: np.ndarray) -> np.ndarray:
@@ -80,11 +83,22 @@ def build_geometry() -> Geometry:
         faces.append(tf)
         teeth_ids[k] = np.arange(nid, nid + len(tv))
         nid += len(tv)
+    brow_ids, attach = {}, ([], [], [])
+    for k, sign in (("L", 1.0), ("R", -1.0)):
+        bv, bf, tris, bary = brow_slab(skin, grid.faces, sign, nid)
+        verts.append(bv)
+        faces.append(bf)
+        brow_ids[k] = np.arange(nid, nid + len(bv))
+        for lst, a in zip(attach, (brow_ids[k], tris, bary)):
+            lst.append(a)
+        nid += len(bv)
     v = np.concatenate(verts)
     assert v.shape[0] == nid
     # Face ranges per part, in the order appended above (materials are assigned from these).
-    names = ["skin", "mouth_bag", "eye_cup_L", "eye_cup_R", "eyeball_L", "eyeball_R", "teeth_upper", "teeth_lower"]
+    names = ["skin", "mouth_bag", "eye_cup_L", "eye_cup_R", "eyeball_L", "eyeball_R", "teeth_upper", "teeth_lower",
+             "brow_L", "brow_R"]
     ends = np.cumsum([len(f) for f in faces])
     parts = {k: (int(e - len(f)), int(e)) for k, f, e in zip(names, faces, ends)}
     return Geometry(grid, v, np.concatenate(faces), n, m_loop, m_side, bag_ids, bag_side, eye_loops, cup_ids,
-                    ball_ids, centers, pw, line, teeth_ids, parts)
+                    ball_ids, centers, pw, line, teeth_ids, parts, brow_ids,
+                    tuple(np.concatenate(a) for a in attach))

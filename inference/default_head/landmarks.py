@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import anatomy as A
+from .brows import BROW_DOWN, BROW_UP, brow_line, ray_front, vertex_normals
 from .geometry import Geometry
 from .grid import LOWER_LIP_H, UPPER_LIP_H
 
@@ -41,29 +42,6 @@ MIDLINE = ((168, 0.024), (6, 0.013), (197, 0.002), (195, -0.008), (5, -0.016), (
 NOSE_PAIRS = ((98, 327, 0.0150, -0.0375), (64, 294, 0.0175, -0.0330), (48, 278, 0.0150, -0.0270),
               (115, 344, 0.0125, -0.0200), (220, 440, 0.0085, -0.0100), (45, 275, 0.0060, -0.0230),
               (97, 326, 0.0070, -0.0405))
-
-
-def _ray_front(verts: np.ndarray, faces: np.ndarray, x: float, y: float) -> tuple[int, np.ndarray]:
-    """Front-most hit of the ray (x, y, +inf) -> -Z: (face index, barycentric)."""
-    tri = verts[faces]
-    lo, hi = tri[:, :, :2].min(1), tri[:, :, :2].max(1)
-    cand = np.flatnonzero((lo[:, 0] <= x) & (hi[:, 0] >= x) & (lo[:, 1] <= y) & (hi[:, 1] >= y))
-    best, best_z, best_b = -1, -np.inf, None
-    for f in cand:
-        a, b, c = tri[f, :, :2]
-        m = np.array([[b[0] - a[0], c[0] - a[0]], [b[1] - a[1], c[1] - a[1]]])
-        if abs(np.linalg.det(m)) < 1e-14:
-            continue
-        u, v = np.linalg.solve(m, np.array([x - a[0], y - a[1]]))
-        if u < -1e-9 or v < -1e-9 or u + v > 1 + 1e-9:
-            continue
-        bary = np.array([1 - u - v, u, v])
-        z = bary @ tri[f, :, 2]
-        if z > best_z:
-            best, best_z, best_b = f, z, bary
-    if best < 0:
-        raise RuntimeError(f"default head: landmark ray at ({x:.4f}, {y:.4f}) missed the face")
-    return int(best), best_b
 
 
 def _edge_point(faces: np.ndarray, va: int, vb: int, t: float) -> tuple[int, np.ndarray]:
@@ -109,7 +87,7 @@ def embed_landmarks(g: Geometry) -> tuple[np.ndarray, np.ndarray, np.ndarray, di
     for table, h, sign in ((LIP_UPPER_OUTER, UPPER_LIP_H * 0.92, 1), (LIP_LOWER_OUTER, LOWER_LIP_H * 0.92, -1)):
         for mp, t in table:
             hh = h * (1 - (0.55 if sign > 0 else 0.60) * t * t) * r
-            out.append((mp, *_ray_front(v, skin_faces, t * half, A.STOMION[1] + sign * hh)))
+            out.append((mp, *ray_front(v, skin_faces, t * half, A.STOMION[1] + sign * hh)))
     eye_sets = {}
     for k, spec in (("L", EYE_L), ("R", EYE_R)):
         s = grid.slits[f"eye_{k}"]
@@ -133,16 +111,15 @@ def embed_landmarks(g: Geometry) -> tuple[np.ndarray, np.ndarray, np.ndarray, di
         eye_sets[k]["iris_centre"] = vid
     # Brows: an arched band above each eye.
     for (up_ids, lo_ids), sgn in ((BROW_L, 1.0), (BROW_R, -1.0)):
-        for ids, dy in ((up_ids, 0.0038), (lo_ids, -0.0032)):
+        for ids, dy in ((up_ids, BROW_UP), (lo_ids, -BROW_DOWN)):
             for mp, f in zip(ids, (1.0, 0.75, 0.5, 0.25, 0.0)):
-                x = 0.013 + f * 0.043
-                y = A.EYE_L[1] + 0.022 + 0.006 * np.sin(np.pi * f**0.8) - 0.007 * f + dy
-                out.append((mp, *_ray_front(v, skin_faces, sgn * x, y)))
+                x, y = brow_line(f)
+                out.append((mp, *ray_front(v, skin_faces, sgn * float(x), float(y) + dy)))
     for mp, y in MIDLINE:
-        out.append((mp, *_ray_front(v, skin_faces, 0.0, y)))
+        out.append((mp, *ray_front(v, skin_faces, 0.0, y)))
     for mr, ml, x, y in NOSE_PAIRS:
-        out.append((mr, *_ray_front(v, skin_faces, -x, y)))
-        out.append((ml, *_ray_front(v, skin_faces, x, y)))
+        out.append((mr, *ray_front(v, skin_faces, -x, y)))
+        out.append((ml, *ray_front(v, skin_faces, x, y)))
     out += _face_oval(g)
     ids = np.array([o[0] for o in out], dtype=np.int64)
     if len(set(ids.tolist())) != len(ids):
@@ -155,7 +132,7 @@ def embed_landmarks(g: Geometry) -> tuple[np.ndarray, np.ndarray, np.ndarray, di
 def _face_oval(g: Geometry) -> list[tuple[int, int, np.ndarray]]:
     """The frontal outline of the face: forehead top, temples, cheeks, jaw, chin (frontal projection)."""
     v = g.verts[: g.n_skin]
-    n = _vertex_normals(g.verts, g.faces)[: g.n_skin]
+    n = vertex_normals(g.verts, g.faces)[: g.n_skin]
     centre = np.array([0.0, -0.012])
     front = (n[:, 2] > 0.28) & (v[:, 2] > 0.0) & (np.abs(v[:, 0]) < 0.070) & (v[:, 1] > A.STOMION[1] - 0.056)
     rel = v[:, :2] - centre
@@ -176,11 +153,3 @@ def _face_oval(g: Geometry) -> list[tuple[int, int, np.ndarray]]:
         f = int(np.flatnonzero((g.grid.faces == vid).any(1))[0])
         out.append((mp, f, (g.grid.faces[f] == vid).astype(np.float64)))
     return out
-
-
-def _vertex_normals(v: np.ndarray, f: np.ndarray) -> np.ndarray:
-    fn = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
-    n = np.zeros_like(v)
-    for i in range(3):
-        np.add.at(n, f[:, i], fn)
-    return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
