@@ -68,6 +68,9 @@ class LandmarkRig:
         if self.expr_drift is not None:
             self.ed_l = self.ed_l + self.expr_drift
             self.expr_drift_flat = self.expr_drift.reshape(-1, head.n_expr).T.copy()  # (E, L*3)
+        self._parents_of = set(self.parents)
+        self._reach: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._last: tuple | None = None
 
     def forward(self, shape: np.ndarray, expr: np.ndarray, pose: np.ndarray, trans: np.ndarray
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -93,12 +96,67 @@ class LandmarkRig:
         verts = np.einsum("tuab,tub->tua", M, v) + self.W @ skin_t + trans[:, None, :]
         X = np.einsum("lk,tlkc->tlc", self.bary, verts[:, self.tri])
         A = np.einsum("lk,tlkab->tlab", self.bary, M[:, self.tri])
+        self._last = (v, joints, world_r, rots, M, pose)
         if self.expr_drift is not None:  # the detector's own response, turned with the head
             off = (expr @ self.expr_drift_flat).reshape(T, -1, 3)
             if self.jaw_idx is not None:
                 off = off + np.clip(pose[:, self.jaw_idx, 0], 0.0, None)[:, None, None] * self.jaw_drift[None]
             X = X + np.einsum("tab,tlb->tla", R[:, 0], off)
         return X, A, world_t[0] + trans
+
+    def joint_jacobian(self, j: int, comps: tuple[int, ...], h: float = 1e-4, cache: tuple | None = None
+                       ) -> list[np.ndarray] | None:
+        """d landmarks / d pose[:, j, k] (T, L, 3) for each k in ``comps`` at the state of ``cache`` (default: the
+        last ``forward``'s; see ``pick_cache``), the
+        forward difference of step ``h`` in the axis-angle (what re-running ``forward`` would give), computed
+        from the skinning of joint ``j`` alone. None when ``j`` has children (their chain moves too).
+
+        Why: the jaw and the eyes are leaves, and only their own vertices move with them; a forward pass per
+        component made 7 of the fit's 8 forward passes per iteration.
+        """
+        cache = self._last if cache is None else cache
+        if cache is None or j in self._parents_of or j == 0:
+            return None
+        v, joints, world_r, rots, M, pose = cache
+        T = v.shape[0]
+        if j not in self._reach:
+            verts = np.flatnonzero(self.W[:, j] > 0)
+            lm = np.flatnonzero(np.isin(self.tri, verts).any(1))
+            self._reach[j] = (verts, lm, self.W[verts, j])
+        verts, lm, w = self._reach[j]
+        Rp = world_r[self.parents[j]]
+        rel = v[:, verts] - joints[:, j][:, None]
+        pd = self.pd_flat[(j - 1) * 9:j * 9] if self.pd_flat.shape[0] else None
+        out = []
+        for k in comps:
+            pk = pose[:, j].copy()
+            pk[:, k] += h
+            dr = (rodrigues(pk) - rots[:, j]) / h
+            dv = np.zeros((T,) + v.shape[1:])
+            dv[:, verts] = w[None, :, None] * np.einsum("tab,tnb->tna", Rp @ dr, rel)
+            if pd is not None and np.any(pd):  # pose correctives (FLAME): the rest shape bends with the joint
+                dv = dv + np.einsum("tuab,tub->tua", M, (dr.reshape(T, 9) @ pd).reshape(v.shape))
+                lm_k = np.arange(len(self.tri))
+            else:
+                lm_k = lm
+            dX = np.zeros((T, len(self.tri), 3))
+            dX[:, lm_k] = np.einsum("lk,tlkc->tlc", self.bary[lm_k], dv[:, self.tri[lm_k]])
+            if self.expr_drift is not None and j == self.jaw_idx and k == 0:
+                x = pose[:, j, 0]
+                slope = (np.clip(x + h, 0.0, None) - np.clip(x, 0.0, None)) / h
+                dX = dX + slope[:, None, None] * np.einsum("tab,lb->tla", world_r[0], self.jaw_drift)
+            out.append(dX)
+        return out
+
+    @staticmethod
+    def pick_cache(ok: np.ndarray, a: tuple, b: tuple) -> tuple:
+        """Per frame, ``a``'s forward intermediates where ``ok`` else ``b``'s (frames accept steps on their own)."""
+        def sel(x, y):
+            if isinstance(x, list):
+                return [sel(p, q) for p, q in zip(x, y)]
+            return np.where(ok.reshape((-1,) + (1,) * (x.ndim - 1)), x, y)
+
+        return tuple(sel(x, y) for x, y in zip(a, b))
 
 
 # Detector drift (stored by operators/landmark_render.py in a calibrated model's meta): per landmark, where
@@ -275,27 +333,39 @@ def solve(prob: Problem, s: State, cam: Camera, iters: int, rigid_only: bool = F
         return c
 
     r, X, A, (Pj, root, sw) = prob.residual(s, cam)
+    cache = prob.rig._last
     cost = total(s, r, s)
     for _ in range(iters):
         blocks = [-skew(X - root[:, None, :]), np.eye(3)]
         h = 1e-4
         if n_jaw:
+            fast = prob.rig.joint_jacobian(prob.jaw_idx, (0, 1, 2), h, cache)
             for k in range(3):
+                if fast is not None:
+                    blocks.append(fast[k][..., None])
+                    continue
                 jaw = s.jaw.copy()
                 jaw[:, k] += h
                 Xk = prob.rig.forward(s.shape, s.expr, prob.pose(s, jaw=jaw), s.trans)[0]
                 blocks.append(((Xk - X) / h)[..., None])
         if n_eye:
             for e in range(2):
+                fast = prob.rig.joint_jacobian(prob.eye_idx[e], (0, 1), h, cache)
                 for k in range(2):
+                    if fast is not None:
+                        blocks.append(fast[k][..., None])
+                        continue
                     eyes = s.eyes.copy()
                     eyes[:, e, k] += h
                     Xk = prob.rig.forward(s.shape, s.expr, prob.pose(s, eyes=eyes), s.trans)[0]
                     blocks.append(((Xk - X) / h)[..., None])
-        if E:
-            blocks.append(A @ prob.rig.ed_l[None])
-        Jx = np.concatenate([np.broadcast_to(b, X.shape + (b.shape[-1],)) for b in blocks], -1)  # (T, L, 3, P)
-        J = (Pj @ Jx) * sw[..., None]  # (T, L, 2, P)
+        Jx = np.concatenate([np.broadcast_to(b, X.shape + (b.shape[-1],)) for b in blocks], -1)  # (T, L, 3, P-E)
+        J = Pj @ Jx  # (T, L, 2, P-E)
+        if E:  # (Pj A) ed, one GEMM per landmark over all frames (not T*L tiny products): the fit's hot spot
+            L = X.shape[1]
+            PA = (Pj @ A).transpose(1, 0, 2, 3).reshape(L, T * 2, 3)
+            J = np.concatenate([J, (PA @ prob.rig.ed_l).reshape(L, T, 2, E).transpose(1, 0, 2, 3)], -1)
+        J = J * sw[..., None]  # (T, L, 2, P)
         J = J.reshape(T, -1, P)
         rr = r.reshape(T, -1)
         Jt = J.transpose(0, 2, 1)
@@ -358,6 +428,7 @@ def solve(prob: Problem, s: State, cam: Camera, iters: int, rigid_only: bool = F
             if prob.bounded:
                 new.expr = np.clip(new.expr, 0.0, 1.0)
         r2, X2, A2, aux2 = prob.residual(new, cam)
+        cache2 = prob.rig._last
         cost2 = total(new, r2, s)
         ok = cost2 <= total(s, r, s)
         mu = np.where(ok, np.maximum(mu / 3, 1e-6), mu * 8)
@@ -369,6 +440,7 @@ def solve(prob: Problem, s: State, cam: Camera, iters: int, rigid_only: bool = F
         s = State(pick(new.rot, s.rot), pick(new.trans, s.trans), pick(new.jaw, s.jaw), pick(new.eyes, s.eyes),
                   pick(new.expr, s.expr), s.shape)
         r, X, A = pick(r2, r), pick(X2, X), pick(A2, A)
+        cache = prob.rig.pick_cache(ok, cache2, cache)
         root = pick(aux2[1], root)
         cost = pick(cost2, cost)
     return s, (r**2).sum((1, 2))

@@ -47,13 +47,18 @@ def detect_landmarks_job(params: dict, ctx: JobContext) -> dict:
     return {"landmarks": lmk.tolist(), "width": int(rgb.shape[1]), "height": int(rgb.shape[0])}
 
 
+FOCAL_TRIALS = 3  # focal searches on random subsets of the calibration renders
+FOCAL_TRIAL_FRAMES = 100
+
+
 @register_job("calibrate_pose")
 def calibrate_pose_job(params: dict, ctx: JobContext) -> dict:
     """Learn a head's pose correction (inference/pose_calibration.py) from renders with known poses.
 
     params {"head_file": model .npz with its embedding, "images": [png paths], "truth": .npz path with
     "rot" (N, 3), "jaw" (N, 3), "expr" (N, E) of each render, "focal_px", "width", "height"}
-    -> the correction dict (pose_calibration.learn) + {"detected": renders with a face}.
+    -> the correction dict (pose_calibration.learn) + {"detected": renders with a face, "focal_ratio": true /
+    searched focal length (pose_calibration.focal_ratio), "focal_estimates_px": the searches}.
     """
     import cv2  # noqa: PLC0415 - heavy, worker only
 
@@ -90,6 +95,20 @@ def calibrate_pose_job(params: dict, ctx: JobContext) -> dict:
                             int(params["height"]), FitOptions(smooth=0.0, pose_correction=False),
                             fit_eyes=fits_eyes(head), focal_px=float(params["focal_px"]))
         out = pose_calibration.learn(fit.head_rotation, fit.jaw, fit.expression, truth["rot"][ok])
+        # The focal search's bias: search the lens on a few random subsets of the renders (one camera).
+        rng = np.random.default_rng(0)
+        found = []
+        for k in range(FOCAL_TRIALS):
+            ctx.check_cancelled()
+            ctx.progress(0.8 + 0.2 * k / FOCAL_TRIALS, "measuring the focal length search")
+            idx = rng.choice(int(ok.sum()), min(FOCAL_TRIAL_FRAMES, int(ok.sum())), replace=False)
+            trial = fit_landmarks(head, det[ok][idx], np.ones(len(idx), dtype=bool), int(params["width"]),
+                                  int(params["height"]), FitOptions(smooth=0.0, pose_correction=False,
+                                                                    focal_correction=False),
+                                  fit_eyes=fits_eyes(head))
+            found.append(trial.focal_px)
+        out["focal_ratio"] = pose_calibration.focal_ratio(found, float(params["focal_px"]))
+        out["focal_estimates_px"] = [round(float(f), 2) for f in found]
     except (FitError, ValueError) as exc:
         raise JobError(f"the pose calibration failed: {exc}") from exc
     ctx.progress(1.0, "done")

@@ -7,7 +7,12 @@ calibration set of renders of the same head with KNOWN poses (random head turns,
 expressions, rendered by operators/landmark_calibration.py) measures that bias as a function of what the
 fit returns; a ridge regression of the rotation error (axis-angle, head frame) on features of the fitted
 pose and expression then undoes it at tracking time. Stored in the head model's meta[CORRECTION_KEY]:
-{"basis": BASIS, "coef": (K, 3), "n": samples, "err_before_deg", "err_after_deg" (2-fold held out)}.
+{"basis": BASIS, "coef": (K, 3), "n": samples, "err_before_deg", "err_after_deg" (2-fold held out),
+"focal_ratio": true / estimated focal length}.
+
+The same renders measure the focal search's bias: estimated from the detector's landmarks, the focal
+length comes out short (on the default head 0.70-0.77 of the truth on the calibration renders, 0.70 on the
+rendered ground-truth video), so a video tracked without a known lens has its estimate scaled by the ratio.
 """
 
 from __future__ import annotations
@@ -82,6 +87,29 @@ def usable(meta: dict, n_expr: int) -> np.ndarray | None:
     if coef.shape != (9 + 3 * n_expr, 3) or not np.all(np.isfinite(coef)):
         return None
     return coef
+
+
+FOCAL_RATIO_RANGE = (0.5, 3.0)  # a measured ratio outside this is a failed calibration, not a bias to undo
+
+
+def focal_ratio(estimated: list[float], true: float) -> float:
+    """The median of true / estimated focal lengths (pixels) over calibration trials."""
+    est = np.asarray(estimated, dtype=np.float64)
+    if not len(est) or not np.all(np.isfinite(est) & (est > 0)) or not true > 0:
+        raise ValueError("the focal calibration needs positive focal lengths")
+    return float(np.median(true / est))
+
+
+def focal_scale(meta: dict) -> float | None:
+    """The stored focal ratio, or None when ``meta`` has none (or an implausible one)."""
+    d = meta.get(CORRECTION_KEY)
+    if not isinstance(d, dict) or d.get("basis") != BASIS:
+        return None
+    try:
+        r = float(d.get("focal_ratio"))
+    except (TypeError, ValueError):
+        return None
+    return r if FOCAL_RATIO_RANGE[0] <= r <= FOCAL_RATIO_RANGE[1] else None
 
 
 def correct(head: HeadModel, rot: np.ndarray, jaw: np.ndarray, expr: np.ndarray) -> np.ndarray | None:

@@ -9,7 +9,9 @@ frames without a face).
 from __future__ import annotations
 
 import os
+import queue
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +24,7 @@ from .fit import FitError, FitOptions, fit_landmarks
 from .head_model import HeadModel
 from .protocol import Channels
 
+DETECT_WORKERS = 2  # landmark detectors in threads: 2 cores -> ~2x the frames per second of one
 SENSOR_WIDTH_MM = 36.0  # Blender's default camera sensor (horizontal fit), as operators/camera_match.py uses
 
 
@@ -54,33 +57,67 @@ def fits_eyes(head: HeadModel) -> bool:
 
 def detect_video_landmarks(info: vid.VideoInfo, fps: float, max_frames: int | None = None,
                            task_model: str | None = None, progress: Callable | None = None,
-                           cancelled: Callable | None = None) -> tuple[np.ndarray, int]:
+                           cancelled: Callable | None = None, workers: int = DETECT_WORKERS
+                           ) -> tuple[np.ndarray, int]:
     """(T, 478, 3) landmarks in ORIGINAL video pixels (NaN where no face) and the most faces seen in a frame.
 
     Each frame is detected on its own (MediaPipe's static mode), as the head's calibration renders are: its
     tracking mode crops from the previous frame's mesh and sits ~3 mm (mean) off the static detections on
     the same frames, a bias the calibration would not know. The fit's temporal smoothing handles the jitter.
+    ``workers`` detectors run in threads (one MediaPipe graph keeps about one core busy): decoded frames go
+    to whichever is free, each follows its own previous face.
     """
     n = info.n_output_frames(fps) if max_frames is None else min(info.n_output_frames(fps), int(max_frames))
     out = np.full((n, N_LANDMARKS, 3), np.nan)
-    tracker = LandmarkTracker(static=True, task_model=task_model, follow=True)
-    many = 0
+    faces = np.zeros(n, dtype=np.int64)
+    jobs: queue.Queue = queue.Queue(maxsize=4 * max(1, workers))
+    errors: list[BaseException] = []
+
+    def work(tracker: LandmarkTracker) -> None:
+        try:
+            while (item := jobs.get()) is not None:
+                if errors:
+                    continue  # drain: the feeder stops soon
+                k, frame = item
+                pts = tracker.process(frame)
+                faces[k] = tracker.last_n_faces
+                if pts is not None:
+                    out[k] = pts / info.scale  # back to the original video's pixels
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            errors.append(exc)
+            while jobs.get() is not None:  # keep the feeder from blocking on a full queue
+                pass
+        finally:
+            tracker.close()
+
+    trackers = [LandmarkTracker(static=True, task_model=task_model, follow=True)]
+    threads: list[threading.Thread] = []
     count = 0
     try:
+        trackers += [LandmarkTracker(static=True, task_model=task_model, follow=True)
+                     for _ in range(max(1, workers) - 1)]
+        threads = [threading.Thread(target=work, args=(t,), daemon=True) for t in trackers]
+        for t in threads:
+            t.start()
         for k, _t, frame in vid.iter_frames(info, fps, max_frames):
+            if errors:
+                break
             if cancelled is not None and cancelled():
                 raise TrackCancelled()
-            pts = tracker.process(frame)
-            if tracker.last_n_faces > 1:
-                many += 1
-            if pts is not None:
-                out[k] = pts / info.scale  # back to the original video's pixels
+            jobs.put((k, frame))
             count = k + 1
             if progress is not None and k % 10 == 0:
                 progress(k / max(n, 1))
     finally:
-        tracker.close()
-    return out[:count], many
+        for _ in threads:
+            jobs.put(None)
+        for t in threads:
+            t.join()
+        for tr in trackers[len(threads):]:  # created but never started
+            tr.close()
+    if errors:
+        raise errors[0]
+    return out[:count], int((faces[:count] > 1).sum())
 
 
 def track_video(video_path: str | os.PathLike, head: HeadModel, fps: float, max_frames: int | None = None,

@@ -81,8 +81,9 @@ def _rig_model(rig: bpy.types.Object) -> tuple[HeadModel, dict]:
 
 
 # Bumped whenever the calibration changes, so embeddings cached by an older Cadence are rebuilt.
-# 3: 15-view grid + per-landmark detector drift model; 4: rendered with the rig's materials; 5: + pose calibration
-CALIBRATION_VERSION = 5
+# 3: 15-view grid + per-landmark detector drift model; 4: rendered with the rig's materials; 5: + pose calibration;
+# 6: + focal ratio
+CALIBRATION_VERSION = 6
 
 
 def embedding_path(model: HeadModel, context: bpy.types.Context, model_hash: str = "") -> str:

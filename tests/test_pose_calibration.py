@@ -100,3 +100,42 @@ def test_fit_applies_the_heads_correction():
     assert np.abs(yaw).max() > np.radians(5)
     off = opts.__class__(iters_final=2, pose_correction=False)
     assert fit_landmarks(head, obs, np.ones(T, bool), 640, 480, off, focal_px=800.0).report["pose_corrected"] is False
+
+
+def test_focal_ratio_is_measured_validated_and_applied_to_a_searched_focal():
+    """The calibrated focal ratio scales the searched focal length (and only a searched one)."""
+    from inference import fit_gn as gn
+    from inference.default_head import load_or_build
+    from inference.fit import FitOptions, fit_landmarks
+
+    assert pc.focal_ratio([400.0, 380.0, 420.0], 533.0) == pytest.approx(533.0 / 400.0)
+    with pytest.raises(ValueError):
+        pc.focal_ratio([], 533.0)
+    with pytest.raises(ValueError):
+        pc.focal_ratio([400.0, 0.0], 533.0)
+    good = {"basis": pc.BASIS, "focal_ratio": 1.3}
+    assert pc.focal_scale({pc.CORRECTION_KEY: good}) == 1.3
+    for bad in ({**good, "focal_ratio": 10.0}, {**good, "focal_ratio": "x"}, {**good, "basis": "other"},
+                {"basis": pc.BASIS}):
+        assert pc.focal_scale({pc.CORRECTION_KEY: bad}) is None
+    assert pc.focal_scale({}) is None
+
+    head = load_or_build(os.environ.get("CADENCE_TEST_CACHE", "/tmp/cadence_test_cache"))
+    T = 8
+    rng = np.random.default_rng(2)
+    pose = np.zeros((T, head.n_joints, 3))
+    pose[:, 0] = np.radians(np.stack([rng.uniform(-10, 10, T), rng.uniform(-30, 30, T), np.zeros(T)], 1))
+    X = gn.LandmarkRig(head).forward(np.zeros(head.n_shape), np.zeros((T, head.n_expr)), pose, np.zeros((T, 3)))[0]
+    cam = gn.Camera(800.0, np.array([0.0, 0.0, 0.6]), 320, 240)
+    obs = np.zeros((T, 478, 2))
+    obs[:, np.asarray(head.lmk_ids)] = cam.project(X)[0]
+    opts = FitOptions(iters_final=2)
+    plain = fit_landmarks(head, obs, np.ones(T, bool), 640, 480, opts)
+    assert plain.report["focal_ratio"] is None and plain.focal_px == plain.report["focal_searched_px"]
+    head.meta = {**head.meta, pc.CORRECTION_KEY: {"basis": pc.BASIS, "focal_ratio": 1.25}}
+    scaled = fit_landmarks(head, obs, np.ones(T, bool), 640, 480, opts)
+    assert scaled.report["focal_searched_px"] == pytest.approx(plain.focal_px)
+    assert scaled.focal_px == pytest.approx(1.25 * plain.focal_px) and scaled.report["focal_ratio"] == 1.25
+    off = FitOptions(iters_final=2, focal_correction=False)
+    assert fit_landmarks(head, obs, np.ones(T, bool), 640, 480, off).focal_px == pytest.approx(plain.focal_px)
+    assert fit_landmarks(head, obs, np.ones(T, bool), 640, 480, opts, focal_px=800.0).focal_px == 800.0

@@ -117,6 +117,39 @@ def test_face_lost_for_some_frames_is_interpolated(tmp_path, face_image):
     assert any("no audio track" in w for w in res.warnings) and res.audio_file is None
 
 
+def test_detection_in_worker_threads_matches_one_detector(tmp_path, face_image, monkeypatch):
+    """Frames fanned out to two detector threads come back in order, equal to one detector's; a detector
+    that fails mid-video raises in the caller (no hang, no partial result)."""
+    from inference import face_landmarks
+    from inference.track import detect_video_landmarks
+
+    img, _ = face_image
+    small = img[::2, ::2]
+    frames = [img] * 10 + [np.zeros_like(img)] * 4 + [img] * 6 + [np.ascontiguousarray(np.pad(
+        small, ((0, img.shape[0] - small.shape[0]), (0, img.shape[1] - small.shape[1]), (0, 0))))] * 6
+    info = vid.probe(write_video(tmp_path / "mixed.mp4", frames))
+    one, many1 = detect_video_landmarks(info, 25, workers=1)
+    two, many2 = detect_video_landmarks(info, 25, workers=2)
+    assert one.shape == two.shape == (26, 478, 3) and many1 == many2 == 0
+    assert np.array_equal(np.isnan(one), np.isnan(two)) and np.isnan(one[10:14]).all()
+    assert np.allclose(np.nan_to_num(one), np.nan_to_num(two))
+    # The small face in the last frames sits up-left: the order of frames survived the threads.
+    assert np.isfinite(two[20:, 1, 0]).all() and two[20:, 1, 0].max() < two[:10, 1, 0].min()
+
+    calls = {"n": 0}
+    real = face_landmarks.LandmarkTracker.process
+
+    def flaky(self, frame):
+        calls["n"] += 1
+        if calls["n"] == 7:
+            raise RuntimeError("detector died")
+        return real(self, frame)
+
+    monkeypatch.setattr(face_landmarks.LandmarkTracker, "process", flaky)
+    with pytest.raises(RuntimeError, match="detector died"):
+        detect_video_landmarks(info, 25, workers=2)
+
+
 def test_several_faces_warn_and_track_one(tmp_path, face_image):
     from inference.track import track_video
 
