@@ -63,21 +63,28 @@ def test_malformed_or_foreign_corrections_are_ignored():
         pc.learn(np.zeros((10, 3)), np.zeros((10, 3)), np.zeros((10, E)), np.zeros((10, 3)))
 
 
+def _rendered_landmarks(T: int, seed: int, yaw_deg: float):
+    """The default head and its landmarks (T, 478, 2) as a 640x480 camera with an 800 px focal length sees
+    them (exact projections), the head turned up to +-10 deg pitch and +-``yaw_deg`` yaw."""
+    from inference import fit_gn as gn
+    from inference.default_head import load_or_build
+
+    head = load_or_build(os.environ.get("CADENCE_TEST_CACHE", "/tmp/cadence_test_cache"))
+    rng = np.random.default_rng(seed)
+    pose = np.zeros((T, head.n_joints, 3))
+    pose[:, 0] = np.radians(np.stack([rng.uniform(-10, 10, T), rng.uniform(-yaw_deg, yaw_deg, T), np.zeros(T)], 1))
+    X = gn.LandmarkRig(head).forward(np.zeros(head.n_shape), np.zeros((T, head.n_expr)), pose, np.zeros((T, 3)))[0]
+    obs = np.zeros((T, 478, 2))
+    obs[:, np.asarray(head.lmk_ids)] = gn.Camera(800.0, np.array([0.0, 0.0, 0.6]), 320, 240).project(X)[0]
+    return head, obs
+
+
 def test_fit_applies_the_heads_correction():
     """fit_landmarks turns a head with a stored correction by exactly what the correction predicts."""
     from inference import fit_gn as gn
-    from inference.default_head import load_or_build
     from inference.fit import FitOptions, fit_landmarks
 
-    head = load_or_build(os.environ.get("CADENCE_TEST_CACHE", "/tmp/cadence_test_cache"))
-    T = 6
-    rng = np.random.default_rng(1)
-    pose = np.zeros((T, head.n_joints, 3))
-    pose[:, 0] = np.radians(np.stack([rng.uniform(-10, 10, T), rng.uniform(-20, 20, T), np.zeros(T)], 1))
-    X = gn.LandmarkRig(head).forward(np.zeros(head.n_shape), np.zeros((T, head.n_expr)), pose, np.zeros((T, 3)))[0]
-    cam = gn.Camera(800.0, np.array([0.0, 0.0, 0.6]), 320, 240)
-    obs = np.zeros((T, 478, 2))
-    obs[:, np.asarray(head.lmk_ids)] = cam.project(X)[0]
+    head, obs = _rendered_landmarks(T := 6, seed=1, yaw_deg=20)
     opts = FitOptions(iters_final=2)
     plain = fit_landmarks(head, obs, np.ones(T, bool), 640, 480, opts, focal_px=800.0)
     assert plain.report["pose_corrected"] is False
@@ -104,8 +111,6 @@ def test_fit_applies_the_heads_correction():
 
 def test_focal_ratio_is_measured_validated_and_applied_to_a_searched_focal():
     """The calibrated focal ratio scales the searched focal length (and only a searched one)."""
-    from inference import fit_gn as gn
-    from inference.default_head import load_or_build
     from inference.fit import FitOptions, fit_landmarks
 
     assert pc.focal_ratio([400.0, 380.0, 420.0], 533.0) == pytest.approx(533.0 / 400.0)
@@ -120,15 +125,7 @@ def test_focal_ratio_is_measured_validated_and_applied_to_a_searched_focal():
         assert pc.focal_scale({pc.CORRECTION_KEY: bad}) is None
     assert pc.focal_scale({}) is None
 
-    head = load_or_build(os.environ.get("CADENCE_TEST_CACHE", "/tmp/cadence_test_cache"))
-    T = 8
-    rng = np.random.default_rng(2)
-    pose = np.zeros((T, head.n_joints, 3))
-    pose[:, 0] = np.radians(np.stack([rng.uniform(-10, 10, T), rng.uniform(-30, 30, T), np.zeros(T)], 1))
-    X = gn.LandmarkRig(head).forward(np.zeros(head.n_shape), np.zeros((T, head.n_expr)), pose, np.zeros((T, 3)))[0]
-    cam = gn.Camera(800.0, np.array([0.0, 0.0, 0.6]), 320, 240)
-    obs = np.zeros((T, 478, 2))
-    obs[:, np.asarray(head.lmk_ids)] = cam.project(X)[0]
+    head, obs = _rendered_landmarks(T := 8, seed=2, yaw_deg=30)
     opts = FitOptions(iters_final=2)
     plain = fit_landmarks(head, obs, np.ones(T, bool), 640, 480, opts)
     assert plain.report["focal_ratio"] is None and plain.focal_px == plain.report["focal_searched_px"]
