@@ -172,7 +172,8 @@ def calibrate_pose_steps(model: HeadModel, shape: np.ndarray | None, model_file:
     truth = os.path.join(tmp, "pose_truth.npz")
     np.savez(truth, **poses)
     job = _PoseCalibrationJob(context, {"head_file": model_file, "images": images, "truth": truth,
-                                        "focal_px": cam.focal_px, "width": cam.width, "height": cam.height})
+                                        "focal_px": cam.focal_px, "width": cam.width, "height": cam.height,
+                                        "position": [float(x) for x in cam.position]})
     job.submit()
     try:
         while not job.poll():

@@ -82,7 +82,7 @@ def _rig_model(rig: bpy.types.Object) -> tuple[HeadModel, dict]:
 
 # Bumped whenever the calibration changes, so embeddings cached by an older Cadence are rebuilt.
 # 3: 15-view grid + per-landmark detector drift model; 4: rendered with the rig's materials; 5: + pose calibration;
-# 6: + focal ratio
+# 6: + focal ratio and depth correction
 CALIBRATION_VERSION = 6
 
 

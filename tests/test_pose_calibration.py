@@ -136,3 +136,41 @@ def test_focal_ratio_is_measured_validated_and_applied_to_a_searched_focal():
     off = FitOptions(iters_final=2, focal_correction=False)
     assert fit_landmarks(head, obs, np.ones(T, bool), 640, 480, off).focal_px == pytest.approx(plain.focal_px)
     assert fit_landmarks(head, obs, np.ones(T, bool), 640, 480, opts, focal_px=800.0).focal_px == 800.0
+
+
+def test_depth_bias_is_learned_and_the_face_slides_along_its_line_of_sight():
+    """A depth bias that follows the pitch is learned from (fit, truth) pairs; the fit then moves the face
+    along the camera ray by the predicted amount (its image position stays where it was seen)."""
+    from inference.fit import FitOptions, fit_landmarks
+
+    rng = np.random.default_rng(3)
+    E = 5
+    rot, jaw, expr = _poses(rng, 400, E)
+    rel = 0.08 * rot[:, 0] + 0.002 * rng.normal(size=400)  # 8 % deeper per radian of pitch, plus noise
+    out = pc.learn_depth(rot, jaw, expr, rel)
+    assert out["depth_err_after"] < 0.3 * out["depth_err_before"] and len(out["depth_coef"]) == 9 + 3 * E
+
+    head, obs = _rendered_landmarks(T := 6, seed=4, yaw_deg=20)
+    opts = FitOptions(iters_final=2)
+    plain = fit_landmarks(head, obs, np.ones(T, bool), 640, 480, opts, focal_px=800.0)
+    assert plain.report["depth_corrected"] is False
+    coef = np.zeros(9 + 3 * head.n_expr)
+    coef[0] = 0.05  # the fit reads every face 5 % too far
+    head.meta = {**head.meta, pc.CORRECTION_KEY: {"basis": pc.BASIS, "depth_coef": coef.tolist()}}
+    fixed = fit_landmarks(head, obs, np.ones(T, bool), 640, 480, opts, focal_px=800.0)
+    assert fixed.report["depth_corrected"] is True
+    np.testing.assert_allclose(fixed.head_rotation, plain.head_rotation)
+    d0 = pc.face_depth(head, plain.head_rotation, plain.head_translation, plain.position[2])
+    d1 = pc.face_depth(head, fixed.head_rotation, fixed.head_translation, fixed.position[2])
+    np.testing.assert_allclose(d1, d0 / 1.05, rtol=1e-9)
+    J0 = head.rest_joints()[0]
+    arm = head.landmarks(head.forward()[0]).mean(0) - J0
+
+    def ray(r):  # unit direction from the camera to the face centre
+        v = np.einsum("tab,b->ta", rodrigues(r.head_rotation), arm) + J0 + r.head_translation - r.position
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    np.testing.assert_allclose(ray(fixed), ray(plain), atol=1e-9)
+    bad = {"basis": pc.BASIS, "depth_coef": [float("nan")] * len(coef)}
+    assert pc.depth_error(head.__class__(**{**head.__dict__, "meta": {pc.CORRECTION_KEY: bad}}), plain.head_rotation,
+                          plain.jaw, plain.expression) is None
