@@ -3,8 +3,8 @@
 Everything is numpy float64 and batched over frames: the landmark forward pass returns, next to the
 landmarks, each landmark's blended skinning rotation, so the Jacobian is analytic for translation,
 head rotation (left perturbation about the root joint), expression and shape (the landmarks are linear in
-both for a fixed pose); jaw and eye rotations are differentiated numerically (three / four extra forward
-passes). Each frame solves its own small normal equations; temporal smoothness couples a frame to its
+both for a fixed pose); jaw and eye rotations by a forward difference of their own joint's skinning
+(LandmarkRig.joint_jacobian: they are leaves, so no extra forward pass). Each frame solves its own small normal equations; temporal smoothness couples a frame to its
 neighbours' current values (a Jacobi sweep per iteration), which is enough for the light smoothing used.
 Bounded expression controls (0..1) use an active set: a control at a bound whose gradient points outward
 is held there.
