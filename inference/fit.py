@@ -262,16 +262,16 @@ def fit_landmarks(head: HeadModel, obs: np.ndarray, valid: np.ndarray, width: in
 
     r, *_ = prob.residual(st, cam)
     rot, trans = st.rot, st.trans
+    arm = neutral.mean(0) - J0  # root joint (the neck) -> face centre
     fixed = pose_calibration.correct(head, st.rot, st.jaw, st.expr) if opts.pose_correction else None
     if fixed is not None:  # after the residual: rms_px reports how well the landmarks were fitted
         rot = _unwrap_aa(fixed)
-        # Turned about the root joint (the neck), the face would move: keep the face's centre where it was seen.
-        arm = neutral.mean(0) - J0
+        # Turned about the root joint, the face would move: keep the face's centre where it was seen.
         trans = st.trans + np.einsum("tab,b->ta", gn.rodrigues(st.rot) - gn.rodrigues(rot), arm)
     report["pose_corrected"] = fixed is not None
     rel = pose_calibration.depth_error(head, st.rot, st.jaw, st.expr) if opts.pose_correction else None
     if rel is not None:  # slide the face along its line of sight to the depth the calibration expects
-        centre = np.einsum("tab,b->ta", gn.rodrigues(rot), neutral.mean(0) - J0) + J0 + trans
+        centre = np.einsum("tab,b->ta", gn.rodrigues(rot), arm) + J0 + trans
         trans = trans + (centre - cam.position) * (1.0 / (1.0 + rel[:, None]) - 1.0)
     report["depth_corrected"] = rel is not None
     px = np.sqrt((r**2).sum(2) / np.maximum(prob.weight, 1e-30)[None])  # unweighted pixel error per landmark

@@ -57,7 +57,7 @@ def calibrate_pose_job(params: dict, ctx: JobContext) -> dict:
 
     params {"head_file": model .npz with its embedding, "images": [png paths], "truth": .npz path with
     "rot" (N, 3), "jaw" (N, 3), "expr" (N, E) of each render, "focal_px", "width", "height", "position" (the
-    camera's, model space; optional: without it no depth correction is learned)}
+    camera's, model space, looking along -Z)}
     -> the correction dict (pose_calibration.learn) + {"detected": renders with a face, "focal_ratio": true /
     searched focal length (pose_calibration.focal_ratio), "focal_estimates_px": the searches}.
     """
@@ -69,8 +69,8 @@ def calibrate_pose_job(params: dict, ctx: JobContext) -> dict:
     from .track import fits_eyes  # noqa: PLC0415
 
     images = [os.fspath(p) for p in params.get("images") or []]
-    if not images or not params.get("head_file") or not params.get("truth"):
-        raise JobError("calibrate_pose needs 'head_file', 'images' and 'truth'")
+    if not images or not params.get("head_file") or not params.get("truth") or "position" not in params:
+        raise JobError("calibrate_pose needs 'head_file', 'images', 'truth' and 'position'")
     try:
         head = HeadModel.load(params["head_file"])
         with np.load(os.fspath(params["truth"])) as t:
@@ -96,11 +96,11 @@ def calibrate_pose_job(params: dict, ctx: JobContext) -> dict:
                             int(params["height"]), FitOptions(smooth=0.0, pose_correction=False),
                             fit_eyes=fits_eyes(head), focal_px=float(params["focal_px"]))
         out = pose_calibration.learn(fit.head_rotation, fit.jaw, fit.expression, truth["rot"][ok])
-        if "position" in params:  # the renders' camera (model space, looking along -Z): the depth's bias too
-            cz = float(params["position"][2])
-            fitted = pose_calibration.face_depth(head, fit.head_rotation, fit.head_translation, fit.position[2])
-            true = pose_calibration.face_depth(head, truth["rot"][ok], np.zeros((int(ok.sum()), 3)), cz)
-            out.update(pose_calibration.learn_depth(fit.head_rotation, fit.jaw, fit.expression, fitted / true - 1))
+        # The depth's bias too (the renders' head sits at the origin, unmoved).
+        fitted = pose_calibration.face_depth(head, fit.head_rotation, fit.head_translation, fit.position[2])
+        true = pose_calibration.face_depth(head, truth["rot"][ok], np.zeros((int(ok.sum()), 3)),
+                                           float(params["position"][2]))
+        out.update(pose_calibration.learn_depth(fit.head_rotation, fit.jaw, fit.expression, fitted / true - 1))
         # The focal search's bias: search the lens on a few random subsets of the renders (one camera).
         rng = np.random.default_rng(0)
         found = []
