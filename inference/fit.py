@@ -19,6 +19,7 @@ import numpy as np
 from . import fit_gn as gn
 from . import pose_calibration
 from .head_model import HeadModel
+from .landmark_rig import LandmarkRig
 
 # MediaPipe face-oval indices: the detector slides these inside the silhouette, so they are down-weighted.
 FACE_OVAL = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377, 152,
@@ -72,13 +73,6 @@ class FitOptions:
     # ** this power, from the first pass's pose. Off: on the rendered ground truth (power 2) it cut the jaw error
     # 4.5 -> 4.0 deg but raised the head rotation error 4.2 -> 4.5 deg and blurred eyeBlink_L (r 0.60 -> 0.17).
     visibility_power: float = 0.0
-    # Rounds of undoing the detector's pose-dependent drift (a calibrated embedding's meta["lmk_drift"]): each
-    # shifts the observations by the drift expected at the pose found, then refits (one round converges). Off:
-    # on the rendered ground truth 1 round cut the head rotation error 4.18 -> 3.77 deg and the RMS 3.37 -> 2.5 px
-    # but halved browInnerUp's correlation (0.64 -> 0.25) and raised the jaw error 4.26 -> 4.39 deg. With the
-    # material-rendered calibration + detector basis: head 3.64 -> 3.37 deg but brow r 0.55 -> -0.33; keeping only
-    # landmarks whose drift model halves the leave-one-view-out error did not save the brow (r 0.03).
-    drift_iters: int = 0
     # Jaw pass (after everything): LM iterations with the mouth-opening expressions (MOUTH_OPENING) pulled to 0 by
     # ``jaw_pass_prior``, so the jaw rotation takes the opening they absorbed (MediaPipe's chin under-follows it).
     # On the rendered ground truth: jaw error 3.56 -> 2.77 deg (slope of the read opening 0.5 -> 0.66 without the
@@ -88,7 +82,7 @@ class FitOptions:
     jaw_pass_prior: float = 1e-2
     jaw_pass_mouth_only: bool = False  # head pose held, only lips + chin landmarks, only mouth expressions move
     # Use a calibrated embedding's measured detector response to each expression and to the jaw
-    # (meta[fit_gn.EXPR_DRIFT_KEY]) in the landmark basis. On the rendered ground truth: head 4.76 -> 3.64 deg,
+    # (meta[landmark_rig.EXPR_DRIFT_KEY]) in the landmark basis. On the rendered ground truth: head 4.76 -> 3.64 deg,
     # smile r 0.36/0.57 -> 0.56/0.65 (expression no longer leaks into the head pose as much).
     detector_basis: bool = True
     # Undo the detector's measured bias on the head pose (a calibrated embedding's
@@ -159,7 +153,7 @@ def fit_landmarks(head: HeadModel, obs: np.ndarray, valid: np.ndarray, width: in
     if T == 0 or not valid.any():
         raise FitError("no face was found in any frame of the video")
     obs_l = np.nan_to_num(obs[:, ids])  # (T, L, 2)
-    rig = gn.LandmarkRig(head, detector_basis=opts.detector_basis)
+    rig = LandmarkRig(head, detector_basis=opts.detector_basis)
     neutral = head.landmarks(head.forward()[0])
     face_px = float(np.median([np.ptp(o[:, 0]) for o in obs_l[valid]]))
     lw = _weights(head, ids, opts, fit_eyes)
@@ -175,8 +169,6 @@ def fit_landmarks(head: HeadModel, obs: np.ndarray, valid: np.ndarray, width: in
     J0 = head.rest_joints()[0]
     frames = np.flatnonzero(valid)
 
-    drift = opts.drift_iters > 0 and gn.drift_offsets(head.meta, len(ids), np.eye(3)[None]) is not None
-
     def init(focal: float, idx: np.ndarray) -> tuple[gn.State, np.ndarray]:
         rv, tv = _pnp(neutral, ids, obs_l, idx, width, height, focal)
         R0 = np.einsum("ab,tbc->tac", _C, gn.rodrigues(rv))
@@ -187,17 +179,12 @@ def fit_landmarks(head: HeadModel, obs: np.ndarray, valid: np.ndarray, width: in
                       np.zeros((n, E)), np.zeros(S))
         return st, position
 
-    def run(focal: float, idx: np.ndarray, sub: gn.Problem, rigid: int, full: int, undrift: bool = False
+    def run(focal: float, idx: np.ndarray, sub: gn.Problem, rigid: int, full: int
             ) -> tuple[gn.State, gn.Camera, np.ndarray]:
         st, position = init(focal, idx)
         cam = gn.Camera(focal, position, width / 2, height / 2)
         st, _ = gn.solve(sub, st, cam, rigid, rigid_only=True)
         st, cost = gn.solve(sub, st, cam, full)
-        raw = sub.obs.copy()
-        for _ in range(opts.drift_iters if drift and undrift else 0):  # undo the detector's drift at the pose, refit
-            corr = _drift_px(head, rig, sub, st, cam)
-            sub.obs = raw - corr
-            st, cost = gn.solve(sub, st, cam, full)
         return st, cam, cost
 
     # Focal: profile search over a log grid on a subset of frames, refined by a parabola in log f.
@@ -234,19 +221,13 @@ def fit_landmarks(head: HeadModel, obs: np.ndarray, valid: np.ndarray, width: in
     # All frames: rigid, then everything; identity from a subset; then everything with smoothness.
     prob.smooth = 0.0
     sub_prob = _subset(prob, frames, valid)
-    # (Not in the focal search: there the drift correction, fitted at each candidate's pose, favoured far too
-    # short focals on the rendered ground truth, 238 px for the true 756.)
-    st, cam, _ = run(focal, frames, sub_prob, opts.iters_rigid, opts.iters_full, undrift=True)
-    if drift and sub_prob is not prob:  # the frames with a face were corrected: carry that to the whole clip
-        prob.obs = obs_l.copy()
-        prob.obs[frames] = sub_prob.obs
+    st, cam, _ = run(focal, frames, sub_prob, opts.iters_rigid, opts.iters_full)
     if opts.visibility_power > 0:
         vis = np.ones((T, len(ids)))
         vis[frames] = _visibility(head, rig, st, cam, opts.visibility_power)
         prob.frame_weight = vis
         sub_prob = _subset(prob, frames, valid)
         st, _ = gn.solve(sub_prob, st, cam, opts.iters_full)
-    report["drift_corrected"] = drift
     say(0.6)
     if S:
         k = np.unique(np.linspace(0, len(frames) - 1, min(len(frames), opts.shape_frames)).round().astype(int))
@@ -307,19 +288,7 @@ def _jaw_pass(head: HeadModel, prob: gn.Problem, st: gn.State, cam: gn.Camera, o
     return st
 
 
-def _drift_px(head: HeadModel, rig: gn.LandmarkRig, prob: gn.Problem, st: gn.State, cam: gn.Camera
-              ) -> np.ndarray | None:
-    """(T, L, 2) pixels the detector is expected to sit off each landmark at the state's poses (its calibrated
-    drift, a head-space offset that turns with the head), or None without a usable drift model."""
-    R = gn.rodrigues(st.rot)
-    off = gn.drift_offsets(head.meta, len(head.lmk_ids), R)
-    if off is None:
-        return None
-    X = rig.forward(st.shape, st.expr, prob.pose(st), st.trans)[0]
-    return cam.project(X + np.einsum("tab,tlb->tla", R, off))[0] - cam.project(X)[0]
-
-
-def _visibility(head: HeadModel, rig: gn.LandmarkRig, st: gn.State, cam: gn.Camera, power: float) -> np.ndarray:
+def _visibility(head: HeadModel, rig: LandmarkRig, st: gn.State, cam: gn.Camera, power: float) -> np.ndarray:
     """(T, L) in [0, 1]: how squarely each landmark's triangle faces the camera at the state's head pose,
     relative to a frontal view of the same point (so points the tracker always sees obliquely keep their
     weight), raised to ``power``."""

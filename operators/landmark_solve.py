@@ -1,8 +1,8 @@
 """Solving a landmark embedding from detections in several rendered views (operators/landmarks.py).
 
 Per landmark: the surface point whose projections best match the detections in all views; inner-lip
-and eye-contour points are kept on the right surface (lip / lid skin); then the detector's drift off
-those points as the head turns is fitted for the tracker (stored in the model's meta).
+and eye-contour points are kept on the right surface (lip / lid skin); each landmark's scatter across the
+views is stored in the model's meta for the tracker to weigh it by.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import numpy as np
 from mathutils import Vector
 from mathutils.bvhtree import BVHTree
 
-from ..inference.fit_gn import DRIFT_BASIS, DRIFT_KEY, EXPR_DRIFT_KEY, drift_basis, view_angles
 from ..inference.head_model import HeadModel
+from ..inference.landmark_rig import EXPR_DRIFT_KEY
 from .landmark_render import (
     EYE_CONTOURS,
     LOWER_INNER_LIP,
@@ -118,51 +118,6 @@ def _lid_tree(model: HeadModel, verts: np.ndarray) -> dict[int, tuple[BVHTree, n
     return {i: (tree, subset) for i in EYE_CONTOURS}
 
 
-def fit_drift(points: np.ndarray, keep: np.ndarray, views: list[tuple[ViewCamera, np.ndarray]], face_px: float,
-              cap_rel: float = 0.06, ridge: float = 0.02) -> tuple[dict, np.ndarray]:
-    """The detector's pose-dependent drift off the embedded ``points`` (L, 3) of landmarks ``keep``: per landmark,
-    a quadratic in the view's (yaw, pitch) of the detection's offset, lifted into head space (metres in the
-    view plane at the point's depth, so it holds at any focal length, distance and roll).
-
-    Returns the meta entry (JSON lists) and each landmark's RMS residual the model leaves (x face width).
-    Detections further than ``cap_rel`` x face width off (a lost point in one view) are left out; a light
-    ridge on the non-constant terms keeps landmarks seen in few views near a constant.
-    """
-    basis, offsets, inlier = [], [], []
-    for cam, lmk in views:
-        r = lmk[keep, :2] - cam.project(points)  # (L, 2) pixels, image y down
-        depth = -((points - cam.position) @ cam.rotation)[:, 2]
-        local = np.stack([r[:, 0], -r[:, 1], np.zeros(len(r))], 1) * (depth / cam.focal_px)[:, None]
-        offsets.append(local @ cam.rotation.T)  # camera -> model axes
-        basis.append(drift_basis(*view_angles(cam.rotation.T)))  # head -> camera rotation
-        inlier.append(((r**2).sum(1) < (cap_rel * face_px) ** 2).astype(np.float64))
-    B, D, W = np.stack(basis), np.stack(offsets), np.stack(inlier)  # (V, K), (V, L, 3), (V, L)
-    # Per landmark, the constant, linear or quadratic model, whichever predicts a left-out view best
-    # (leave-one-out by the hat matrix): 15 views barely determine 6 terms, and an overfitted drift misleads.
-    best_loo = np.full(len(keep), np.inf)
-    coef = np.zeros((len(keep), 3, B.shape[1]))
-    for k in (1, 3, 6):
-        Bk = B[:, :k]
-        reg = ridge * np.diag([1e-6] + [1.0] * (k - 1))
-        Hinv = np.linalg.inv(np.einsum("vl,vk,vj->lkj", W, Bk, Bk) + reg)  # (L, k, k)
-        ck = np.einsum("lkj,vl,vj,vlc->lck", Hinv, W, Bk, D)  # (L, 3, k)
-        hat = W.T * np.einsum("vk,lkj,vj->lv", Bk, Hinv, Bk)  # (L, V)
-        loo = ((D - np.einsum("vk,lck->vlc", Bk, ck)) / np.clip(1 - hat.T, 0.05, None)[..., None]) ** 2
-        loo = (W * loo.sum(2)).sum(0) / np.maximum(W.sum(0), 1.0)
-        better = loo < best_loo
-        best_loo[better] = loo[better]
-        coef[better] = 0.0
-        coef[better, :, :k] = ck[better]
-    res = D - np.einsum("vk,lck->vlc", B, coef)
-    # Back to pixels of the renders for a size-free figure: metres x focal / depth ~ pixels.
-    scale = np.mean([cam.focal_px / np.linalg.norm(points.mean(0) - cam.position) for cam, _ in views])
-    rms = np.sqrt((W * (res**2).sum(2)).sum(0) / np.maximum(W.sum(0), 1.0)) * scale / max(face_px, 1.0)
-    yaws, pitches = B[:, 1], B[:, 2]
-    meta = {"basis": DRIFT_BASIS, "coef": np.round(coef, 7).tolist(),
-            "yaw_range": [float(yaws.min()), float(yaws.max())], "pitch_range": [float(pitches.min()), float(pitches.max())]}
-    return meta, rms
-
-
 def embed(model: HeadModel, verts: np.ndarray, views: list[tuple[ViewCamera, np.ndarray]],
           bvh: BVHTree | None = None) -> HeadModel:
     """A copy of ``model`` with the landmarks detected in each view (camera, (478, 3) pixels + depth) embedded
@@ -197,12 +152,11 @@ def embed(model: HeadModel, verts: np.ndarray, views: list[tuple[ViewCamera, np.
         loc, _normal, face, _dist = tree.find_nearest(Vector(p))
         points[n], face_idx[n] = loc, face if subset is None else subset[face]
     bary = barycentric(verts, faces, face_idx, points)
-    if len(checked) > 1:  # the detector's drift off the final points, as the head turns
-        extra[DRIFT_KEY], drift_rms = fit_drift(points, keep, checked, face)
-        extra["lmk_drift_rms_rel"] = [round(float(x), 5) for x in drift_rms]
     how = "render" if len(checked) == 1 else f"render ({len(checked)} views, detector-calibrated)"
     return dataclasses.replace(model, lmk_faces=face_idx, lmk_bary=bary, lmk_ids=keep.astype(np.int64),
                                lmk_scheme=SCHEME, meta={**{k: v for k, v in model.meta.items() if k not in _CALIBRATION_KEYS}, "landmarks_from": how, **extra})
 
 
-_CALIBRATION_KEYS = ("lmk_rms_rel", DRIFT_KEY, "lmk_drift_rms_rel", EXPR_DRIFT_KEY)  # replaced by each new embedding
+# Replaced by each new embedding ("lmk_drift", "lmk_drift_rms_rel": a pose-only drift model older embeddings carry,
+# which the fit no longer reads).
+_CALIBRATION_KEYS = ("lmk_rms_rel", "lmk_drift", "lmk_drift_rms_rel", EXPR_DRIFT_KEY)

@@ -24,8 +24,8 @@ import bpy
 import numpy as np
 from mathutils.bvhtree import BVHTree
 
-from ..inference.fit_gn import EXPR_DRIFT_KEY
 from ..inference.head_model import HeadModel, HeadModelError
+from ..inference.landmark_rig import EXPR_DRIFT_KEY
 from ..inference.pose_calibration import CORRECTION_KEY
 from . import rig as rig_mod
 from .landmark_calibration import (

@@ -68,12 +68,13 @@ def _rendered_landmarks(T: int, seed: int, yaw_deg: float):
     them (exact projections), the head turned up to +-10 deg pitch and +-``yaw_deg`` yaw."""
     from inference import fit_gn as gn
     from inference.default_head import load_or_build
+    from inference.landmark_rig import LandmarkRig
 
     head = load_or_build(os.environ.get("CADENCE_TEST_CACHE", "/tmp/cadence_test_cache"))
     rng = np.random.default_rng(seed)
     pose = np.zeros((T, head.n_joints, 3))
     pose[:, 0] = np.radians(np.stack([rng.uniform(-10, 10, T), rng.uniform(-yaw_deg, yaw_deg, T), np.zeros(T)], 1))
-    X = gn.LandmarkRig(head).forward(np.zeros(head.n_shape), np.zeros((T, head.n_expr)), pose, np.zeros((T, 3)))[0]
+    X = LandmarkRig(head).forward(np.zeros(head.n_shape), np.zeros((T, head.n_expr)), pose, np.zeros((T, 3)))[0]
     obs = np.zeros((T, 478, 2))
     obs[:, np.asarray(head.lmk_ids)] = gn.Camera(800.0, np.array([0.0, 0.0, 0.6]), 320, 240).project(X)[0]
     return head, obs

@@ -179,8 +179,8 @@ def test_tracking_recovers_expression_curves(tracked):
 
 def test_fit_forward_matches_head_model():
     """The fit's batched landmark forward pass is HeadModel.forward restricted to the landmarks."""
-    from inference import fit_gn
     from inference.default_head import load_or_build
+    from inference.landmark_rig import LandmarkRig
 
     head = load_or_build(os.environ.get("CADENCE_TEST_CACHE", "/tmp/cadence_test_cache"))
     rng = np.random.default_rng(3)
@@ -189,7 +189,7 @@ def test_fit_forward_matches_head_model():
     expr = rng.uniform(0, 1, (T, head.n_expr))
     pose = rng.normal(0, 0.3, (T, head.n_joints, 3))
     trans = rng.normal(0, 0.05, (T, 3))
-    got, _, _ = fit_gn.LandmarkRig(head).forward(shape, expr, pose, trans)
+    got, _, _ = LandmarkRig(head).forward(shape, expr, pose, trans)
     for t in range(T):
         verts, _ = head.forward(shape, expr[t], pose[t], trans[t])
         np.testing.assert_allclose(got[t], head.landmarks(verts), atol=1e-9)
@@ -200,9 +200,9 @@ def test_joint_jacobian_matches_finite_differences(tmp_path):
     for a head without and with pose correctives, and for joints with children it declines."""
     import flame_fixture
 
-    from inference import fit_gn
     from inference.default_head import load_or_build
     from inference.head_files import load_flame_pkl
+    from inference.landmark_rig import LandmarkRig
 
     default = load_or_build(os.environ.get("CADENCE_TEST_CACHE", "/tmp/cadence_test_cache"))
     flame_fixture.write_flame_pkl(tmp_path / "flame.pkl")
@@ -212,7 +212,7 @@ def test_joint_jacobian_matches_finite_differences(tmp_path):
     flame.lmk_faces = np.arange(0, len(flame.faces), 7)
     flame.lmk_bary = rng.dirichlet(np.ones(3), len(flame.lmk_faces))
     for head in (default, flame):
-        rig = fit_gn.LandmarkRig(head)
+        rig = LandmarkRig(head)
         T = 3
         shape = rng.normal(0, 1, head.n_shape)
         expr = rng.uniform(0, 1, (T, head.n_expr))
@@ -247,14 +247,15 @@ def test_detector_basis_and_per_expression_prior():
     """The calibrated detector response moves landmarks with the head; a per-expression prior penalises only those."""
     from inference import fit_gn as gn
     from inference.default_head import load_or_build
+    from inference.landmark_rig import EXPR_DRIFT_KEY, LandmarkRig, expr_drift
 
     head = load_or_build(os.environ.get("CADENCE_TEST_CACHE", "/tmp/cadence_test_cache"))
     L, E = len(head.lmk_ids), head.n_expr
     rng = np.random.default_rng(5)
     resp = rng.normal(0, 1e-3, (L, 3, E))
     jaw_resp = rng.normal(0, 1e-2, (L, 3))
-    head.meta = {**head.meta, gn.EXPR_DRIFT_KEY: {"expr": resp.tolist(), "jaw": jaw_resp.tolist()}}
-    plain, calib = gn.LandmarkRig(head), gn.LandmarkRig(head, detector_basis=True)
+    head.meta = {**head.meta, EXPR_DRIFT_KEY: {"expr": resp.tolist(), "jaw": jaw_resp.tolist()}}
+    plain, calib = LandmarkRig(head), LandmarkRig(head, detector_basis=True)
     T = 3
     expr = rng.uniform(0, 1, (T, E))
     pose = np.zeros((T, head.n_joints, 3))
@@ -268,8 +269,8 @@ def test_detector_basis_and_per_expression_prior():
     off = np.einsum("te,lce->tlc", expr, resp) + np.clip(pose[:, jaw, 0], 0, None)[:, None, None] * jaw_resp
     np.testing.assert_allclose(X1, X0 + np.einsum("tab,tlb->tla", R, off), atol=1e-12)
     # Malformed responses are ignored, not trusted.
-    head.meta[gn.EXPR_DRIFT_KEY] = {"expr": [[1.0]], "jaw": jaw_resp.tolist()}
-    assert gn.expr_drift(head.meta, L, E) == (None, None)
+    head.meta[EXPR_DRIFT_KEY] = {"expr": [[1.0]], "jaw": jaw_resp.tolist()}
+    assert expr_drift(head.meta, L, E) == (None, None)
     # A vector expression prior: the cost counts each expression with its own weight.
     prob = gn.Problem(rig=plain, n_joints=head.n_joints, jaw_idx=jaw, eye_idx=[], obs=np.zeros((T, L, 2)),
                       weight=np.ones(L), valid=np.ones(T), bounded=True, expr_prior=np.arange(E, dtype=float),
