@@ -9,6 +9,7 @@ import bpy
 
 from ..inference.head_model import HeadModelError
 from . import rig as rig_mod
+from .paths import user_path
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ class CADENCE_OT_add_head(bpy.types.Operator):
         return self.execute(context)
 
     def execute(self, context: bpy.types.Context) -> set[str]:
-        path = bpy.path.abspath(self.filepath) if self.filepath else ""
+        path = user_path(self.filepath)
         try:
             model = _load_model(path, context)
         except HeadModelError as exc:

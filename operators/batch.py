@@ -39,9 +39,9 @@ def collect_audio(inputs: list[str]) -> list[str]:
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            found += sorted(str(f) for f in p.iterdir() if f.suffix.lower().lstrip(".") in AUDIO_SUFFIXES)
+            found += sorted(os.path.abspath(f) for f in p.iterdir() if f.suffix.lower().lstrip(".") in AUDIO_SUFFIXES)
         else:
-            found.append(str(p))  # a missing file is reported as that file's failure
+            found.append(os.path.abspath(p))  # a missing file is reported as that file's failure
     return found
 
 

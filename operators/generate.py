@@ -15,6 +15,7 @@ import bpy
 from ..inference.protocol import ChannelError, Channels
 from . import keyframes
 from . import rig as rig_mod
+from .paths import user_path
 from .sound import add_sound_strip
 from .worker_job import JobFailed, ModalJobOperator, WorkerJob
 
@@ -42,7 +43,7 @@ class GenerateJob(WorkerJob):
         rig = rig_mod.find_rig(context.active_object)
         if rig is None:
             raise GenerateError("Select a Cadence head (its armature or mesh) first: Add > Cadence Head")
-        audio = bpy.path.abspath(params["audio"])
+        audio = user_path(params["audio"])
         if not audio or not os.path.isfile(audio):
             raise GenerateError(f"Audio file not found: {audio or '(none given)'}")
         info = rig_mod.rig_model_info(rig)
@@ -53,7 +54,7 @@ class GenerateJob(WorkerJob):
                 f"({head_file or 'not recorded'}); add the head again with Cadence."
             )
         if params.get("persona"):
-            persona = bpy.path.abspath(params["persona"])
+            persona = user_path(params["persona"])
             if not os.path.isfile(persona):
                 raise GenerateError(f"Persona file not found: {persona} (make one with Personalize)")
             params = dict(params, persona=persona)

@@ -50,11 +50,12 @@ from .landmark_render import (  # noqa: F401 - re-exported: the module's public 
     render_view,
 )
 from .landmark_solve import embed  # noqa: F401 - re-exported
+from .paths import user_path
 from .worker_job import ModalJobOperator, WorkerJob
 
 # (yaw, pitch) of the detailed views in degrees: the poses a tracked face typically takes.
-# A yaw x pitch grid: the embedding is solved over all of them, and the detector's drift off it is fitted as a
-# smooth function of (yaw, pitch) over the grid (landmark_solve.fit_drift) for the tracker to undo.
+# A yaw x pitch grid: the embedding is solved over all of them, and each landmark's scatter across them is kept
+# for the tracker to weigh the landmark by.
 DEFAULT_VIEWS = tuple((y, p) for p in (0.0, -15.0, 15.0) for y in (0.0, -20.0, 20.0, -35.0, 35.0))
 FRONTAL_VIEWS = ((0.0, 0.0),)
 CALIBRATED = "calibrated"  # marks a multi-view embedding in the model's meta["landmarks"]
@@ -176,7 +177,7 @@ def load_from_file(rig: bpy.types.Object, context: bpy.types.Context, filepath: 
     from ..inference import head_files
 
     model, _info = _rig_model(rig)
-    path = bpy.path.abspath(filepath)
+    path = user_path(filepath)
     try:
         embedded = head_files.load_landmark_embedding(path, model)
     except HeadModelError as exc:

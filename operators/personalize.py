@@ -14,6 +14,7 @@ import re
 import bpy
 
 from . import rig as rig_mod
+from .paths import user_path
 from .track_video import VIDEO_EXTENSIONS, TrackVideoError, check_video_path, scene_fps, tracking_head_steps
 from .worker_job import ModalJobOperator, WorkerJob
 
@@ -63,7 +64,7 @@ class PersonalizeJob(WorkerJob):
         params = {"persona_out": options.get("persona_out") or persona_path(video, rig),
                   "epochs": int(options.get("epochs", 100)), "n_frames": int(options.get("n_frames", 300))}
         if options.get("general"):
-            params["general"] = bpy.path.abspath(options["general"])
+            params["general"] = user_path(options["general"])
         last = reusable_track(rig, video)
         prepare = None
         if last is not None:
@@ -102,7 +103,7 @@ class CADENCE_OT_personalize(ModalJobOperator, bpy.types.Operator):
 
     bl_idname = "cadence.personalize"
     bl_label = "Personalize"
-    bl_options = {"REGISTER"}
+    bl_options = {"REGISTER", "UNDO"}  # it records the persona (and a first track's calibrated head) on the rig
 
     filepath: bpy.props.StringProperty(name="Video", subtype="FILE_PATH", description="Video of the person talking")
     filter_glob: bpy.props.StringProperty(default="*" + ";*".join(VIDEO_EXTENSIONS.split(";")), options={"HIDDEN"})
@@ -128,7 +129,7 @@ class CADENCE_OT_personalize(ModalJobOperator, bpy.types.Operator):
     def make_job(self, context) -> WorkerJob:
         return PersonalizeJob(context, self.filepath, {
             "epochs": self.epochs, "n_frames": self.n_frames, "general": self.general,
-            "persona_out": bpy.path.abspath(self.persona_out) if self.persona_out else "",
+            "persona_out": user_path(self.persona_out),
             "lens_mm": self.lens_mm,
         })
 

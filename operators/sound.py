@@ -12,19 +12,32 @@ def _strips(editor):
     return editor.strips if hasattr(editor, "strips") else editor.sequences
 
 
+MARK = "cadence_sound"  # custom property on the strips Cadence adds (a user's own strips are never touched)
+
+
 def add_sound_strip(scene: bpy.types.Scene, filepath: str, frame_start: int, channel: int = 1):
-    """Add (or reuse) a sound strip for ``filepath`` starting at ``frame_start``; returns it."""
+    """Add (or reuse) a sound strip for ``filepath`` starting at ``frame_start``; returns it.
+
+    Cadence's other sound strips that it overlaps are muted, as the takes they belong to are on the NLA: a new
+    take at the same frames (a re-generate, a batch of takes in one .blend) must not play over the old audio.
+    """
     editor = scene.sequence_editor or scene.sequence_editor_create()
     strips = _strips(editor)
     path = bpy.path.abspath(filepath)
-    for strip in strips:
-        if strip.type == "SOUND" and strip.sound and bpy.path.abspath(strip.sound.filepath) == path \
-                and strip.frame_start == frame_start:
-            return strip
-    used = {s.channel for s in strips if s.frame_final_start <= frame_start < s.frame_final_end}
-    while channel in used:
-        channel += 1
-    name = f"Cadence {os.path.basename(path)}"
-    strip = strips.new_sound(name=name, filepath=path, channel=channel, frame_start=frame_start)
+    strip = next((s for s in strips if s.type == "SOUND" and s.sound and bpy.path.abspath(s.sound.filepath) == path
+                  and s.frame_start == frame_start), None)
+    if strip is None:
+        used = {s.channel for s in strips if s.frame_final_start <= frame_start < s.frame_final_end}
+        while channel in used:
+            channel += 1
+        strip = strips.new_sound(name=f"Cadence {os.path.basename(path)}", filepath=path, channel=channel,
+                                 frame_start=frame_start)
+        strip[MARK] = True
+    if strip.get(MARK):  # (the user's own strip of this file at this frame is used as it is)
+        strip.mute = False
+    for other in strips:
+        if (other.name != strip.name and other.get(MARK)
+                and other.frame_final_start < strip.frame_final_end and strip.frame_final_start < other.frame_final_end):
+            other.mute = True
     scene.audio_volume = max(scene.audio_volume, 0.0)
     return strip

@@ -146,7 +146,8 @@ class WorkerClient:
             raise WorkerVersionError(
                 f"The Cadence worker at {python} is version {info.get('cadence')} (protocol {info.get('protocol')}), "
                 f"this extension is {protocol.CADENCE_VERSION} (protocol {protocol.PROTOCOL_VERSION}): "
-                "press Set up Worker in Cadence's preferences, or restart Blender.",
+                "Cadence's files were updated while Blender was running (the worker runs them from disk): "
+                "restart Blender.",
                 code="version",
             )
         return info
@@ -397,12 +398,11 @@ def default_pythons() -> list[str]:
 
 def resolve_python(context=None) -> str:
     """The worker Python from the preferences (empty: the first existing default); raises WorkerError."""
-    import bpy
-
     from ..panels.preferences import get_preferences
+    from .paths import user_path
 
     prefs = get_preferences(context)
-    configured = bpy.path.abspath(prefs.worker_python) if prefs and prefs.worker_python else ""
+    configured = user_path(prefs.worker_python) if prefs else ""
     if configured:
         if not os.path.isfile(configured):
             raise WorkerError(f"The Worker Python set in Cadence's preferences does not exist: {configured}. "

@@ -4,6 +4,8 @@ import os
 
 import bpy
 
+from ..operators.paths import user_path
+
 # The extension's package name ("bl_ext.<repo>.cadence" when installed as an extension).
 ADDON_ID = __package__.rpartition(".")[0]
 
@@ -49,7 +51,7 @@ def cache_dir(context: bpy.types.Context | None = None) -> str:
     """The cache folder: the preference if set, else the extension's user directory."""
     prefs = get_preferences(context)
     if prefs and prefs.cache_dir:
-        path = bpy.path.abspath(prefs.cache_dir)
+        path = user_path(prefs.cache_dir)
     else:
         try:
             path = bpy.utils.extension_path_user(ADDON_ID, path="cache", create=True)

@@ -6,6 +6,7 @@ fixtures; lip-sync quality on real speech is tested in test_lipsync.py.
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -239,6 +240,43 @@ def test_cancel_writes_nothing(cadence, rig, wav):
     assert job.error is not None or job.result is not None  # a finished-before-cancel job is allowed
     if job.error is not None:
         assert _snapshot(rig) == before
+
+
+def test_relative_paths_and_the_audible_take(cadence, rig, wav, tmp_path, monkeypatch):
+    """A relative audio path means the file in the current folder (the worker runs in another one); a new take
+    at the same frames mutes the earlier take's sound strip, as its keys are muted on the NLA, and never a
+    strip of the user's own."""
+    import bpy
+
+    monkeypatch.chdir(tmp_path)
+    sf.write(tmp_path / "other.wav", voiced_bursts(seed=1), SR)
+    sf.write(tmp_path / "music.wav", voiced_bursts(3.0, seed=2), SR)
+    scene = bpy.context.scene
+    editor = scene.sequence_editor_create()
+    strips = editor.strips if hasattr(editor, "strips") else editor.sequences
+    music = strips.new_sound(name="music", filepath=str(tmp_path / "music.wav"), channel=5, frame_start=1)
+
+    def audible() -> dict:
+        ours = [s for s in strips if s.get("cadence_sound")]
+        assert all(os.path.isabs(bpy.path.abspath(s.sound.filepath)) for s in ours)
+        return {os.path.basename(s.sound.filepath): not s.mute for s in ours}
+
+    assert bpy.ops.cadence.generate(filepath="line.wav", frame_start=1) == {"FINISHED"}, scene.cadence.last_error
+    assert audible() == {"line.wav": True}
+    assert bpy.ops.cadence.generate(filepath="other.wav", frame_start=1) == {"FINISHED"}, scene.cadence.last_error
+    assert audible() == {"line.wav": False, "other.wav": True}
+    # The first line again: its strip is reused and is the audible one.
+    assert bpy.ops.cadence.generate(filepath="line.wav", frame_start=1) == {"FINISHED"}, scene.cadence.last_error
+    assert audible() == {"line.wav": True, "other.wav": False}
+    assert not music.mute and not music.get("cadence_sound")
+    # The batch's inputs: relative files and folders become absolute paths.
+    want = [str(tmp_path / n) for n in ("line.wav", "music.wav", "other.wav")]
+    assert cadence.operators.batch.collect_audio(["."]) == want
+    assert cadence.operators.batch.collect_audio(["line.wav"]) == want[:1]
+    # The user's own strip of the take's audio at the take's frame is used as it is: not doubled, not marked.
+    assert bpy.ops.cadence.generate(filepath="music.wav", frame_start=1) == {"FINISHED"}, scene.cadence.last_error
+    assert audible() == {"line.wav": False, "other.wav": False}
+    assert not music.mute and len([s for s in strips if s.sound and s.sound.filepath.endswith("music.wav")]) == 1
 
 
 def test_batch_folder_with_one_broken_file(cadence, tmp_path):

@@ -91,7 +91,7 @@ def test_worker_of_another_version_is_refused(wc, tmp_path):
         client.start(fake, str(tmp_path))
     msg = str(info.value)
     assert f"worker at {fake} is version 0.0.9" in msg and "this extension is 0.1.0" in msg
-    assert "Set up Worker" in msg and not client.is_alive()
+    assert "restart Blender" in msg and not client.is_alive()
 
 
 def test_program_that_is_not_a_worker_is_refused(wc, tmp_path):
