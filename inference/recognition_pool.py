@@ -53,6 +53,20 @@ def configured_processes() -> int:
     return n
 
 
+def _exit_with_parent(parent: int, period_s: float = 0.5) -> None:
+    """Pool initializer: end this process when the worker that made it is gone. Why: a worker that is killed
+    (out of memory, a user's kill) cannot shut its pool down, and orphaned pool processes would keep running and
+    hold the worker's stderr pipe open, which Blender's side reads until it ends."""
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(period_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="cadence-parent-watch", daemon=True).start()
+
+
 def _warm() -> int:
     """Run once per new process so that the first real segment does not pay for the decoder's construction."""
     phonemes._decoder("phones")
@@ -73,7 +87,8 @@ def get_pool(processes: int) -> ProcessPoolExecutor:
             _pool = None
         if _pool is None:
             ctx = multiprocessing.get_context("spawn")
-            _pool = ProcessPoolExecutor(max_workers=processes, mp_context=ctx)
+            _pool = ProcessPoolExecutor(max_workers=processes, mp_context=ctx, initializer=_exit_with_parent,
+                                        initargs=(os.getpid(),))
             _pool_size = processes
             for _ in range(processes):  # start every process now, while the caller decodes its first audio
                 _pool.submit(_warm)

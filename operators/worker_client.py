@@ -108,10 +108,11 @@ class WorkerClient:
         flags = getattr(subprocess, "CREATE_NO_WINDOW", 0)
         self._log.write(f"--- starting worker: {python} ({time.strftime('%Y-%m-%d %H:%M:%S')})")
         try:
+            # Its own process group (POSIX): stopping the worker also stops whatever it started.
             proc = subprocess.Popen(
                 [python, "-m", "inference.worker", "--jobs-dir", jobs_root],
                 cwd=EXT_DIR, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                creationflags=flags,
+                creationflags=flags, start_new_session=os.name == "posix",
             )
         except OSError as exc:
             raise WorkerError(f"Cannot run the Cadence worker Python {python!r}: {exc.strerror or exc}. "
@@ -183,9 +184,13 @@ class WorkerClient:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5.0)
+        _kill_group(proc)  # what the worker started and could not stop (it was killed): those hold its pipes
         for t in self._threads:
             t.join(2.0)
-        for stream in (proc.stdin, proc.stdout, proc.stderr):
+        out_reader, err_reader = (self._threads + [None, None])[:2]
+        for stream, reader in ((proc.stdin, None), (proc.stdout, out_reader), (proc.stderr, err_reader)):
+            if reader is not None and reader.is_alive():  # still blocked in it: close() would wait for it
+                continue
             try:
                 stream.close()
             except OSError:
@@ -394,6 +399,18 @@ def default_pythons() -> list[str]:
     except (ValueError, AttributeError, ImportError):  # not installed as an extension
         pass
     return candidates
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """Kill what is left of the worker's process group (POSIX; the worker leads it). Nothing else is in it."""
+    if os.name != "posix":
+        return
+    import signal
+
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):  # the group is already empty
+        pass
 
 
 def resolve_python(context=None) -> str:

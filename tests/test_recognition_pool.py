@@ -116,6 +116,36 @@ def test_killed_pool_process_gives_clear_error_and_next_take_works(take):
     assert sum(p.phone != "SIL" for p in again) > 300
 
 
+def test_pool_processes_end_when_their_worker_is_killed(tmp_path):
+    """A worker killed outright cannot stop its pool: the pool's processes notice and end themselves."""
+    import subprocess
+    import sys
+
+    pids = tmp_path / "pids.txt"
+    script = ("import os, sys\n"
+              f"sys.path.insert(0, {str(Path(recognition_pool.__file__).parents[1])!r})\n"
+              "from inference import recognition_pool as rp\n"
+              "pool = rp.get_pool(2)\n"
+              "[f.result(60) for f in [pool.submit(rp._warm) for _ in range(4)]]\n"
+              f"open({str(pids)!r}, 'w').write(' '.join(map(str, rp.pool_pids())))\n"
+              "os._exit(0)  # no clean-up, as when the worker is killed\n")
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
+    children = [int(p) for p in pids.read_text().split()]
+    assert len(children) == 2
+    deadline = time.monotonic() + 10.0
+    while any(_alive(pid) for pid in children):
+        assert time.monotonic() < deadline, "pool processes outlived their worker"
+        time.sleep(0.1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def test_process_count_from_environment(monkeypatch):
     monkeypatch.setenv(recognition_pool.ENV_PROCESSES, "1")
     assert PhoneStream().processes == 1

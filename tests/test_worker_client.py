@@ -124,6 +124,34 @@ def test_killed_mid_job_raises_then_next_job_restarts(wc, clean_scene):
     assert not os.path.exists(first_jobs_dir)  # the client cleans up after a worker that could not
 
 
+def test_a_killed_worker_and_what_it_started_are_cleaned_up_without_hanging(wc, tmp_path):
+    """A worker killed from outside leaves a child holding its stderr pipe (as its recognition processes would):
+    stopping it must not wait on that pipe, and the child goes with it (the worker's process group)."""
+    import threading
+
+    hello = {"type": "hello", "protocol": wc.protocol.PROTOCOL_VERSION, "cadence": wc.protocol.CADENCE_VERSION,
+             "pid": 1, "python": "x"}
+    child_pid = tmp_path / "child.pid"
+    body = (f"import subprocess\n"
+            f"c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+            f"open({str(child_pid)!r}, 'w').write(str(c.pid))\n"
+            f"print(json.dumps({hello!r}), flush=True)\nsys.stdin.read()")
+    client = wc.WorkerClient()
+    client.start(_fake_python(tmp_path, body), str(tmp_path))
+    child = int(child_pid.read_text())
+    os.kill(client.pid, signal.SIGKILL)
+    stopper = threading.Thread(target=client.stop, daemon=True)
+    t0 = time.monotonic()
+    stopper.start()
+    stopper.join(20.0)
+    assert not stopper.is_alive(), "stop() hung on the pipe the worker's child holds"
+    assert time.monotonic() - t0 < 10.0
+    deadline = time.monotonic() + 5.0
+    while not _gone(child):
+        assert time.monotonic() < deadline, "the worker's child outlived it"
+        time.sleep(0.05)
+
+
 def test_submit_poll_and_cancel(wc):
     client = wc.get_client()
     job = client.submit("sleep", {"seconds": 0.2})
