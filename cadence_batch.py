@@ -39,10 +39,17 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--frame-start", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--preview", action="store_true", help="also render a low-resolution mp4 with sound per file")
-    ap.add_argument("--preview-size", type=int, default=256)
+    ap.add_argument("--preview-size", type=_preview_size, default=256, help="pixels (square), 16 to 4096")
     ap.add_argument("--persona", default="", help="persona file (from `personalize`) for the head motion style")
     ap.add_argument("--persona-mode", choices=("network", "retrieve"), default="network")
     return ap
+
+
+def _preview_size(text: str) -> int:
+    size = int(text)
+    if not 16 <= size <= 4096:
+        raise argparse.ArgumentTypeError(f"{size} is not between 16 and 4096")
+    return size
 
 
 def _track_parser() -> argparse.ArgumentParser:
@@ -133,11 +140,15 @@ def main(argv: list[str]) -> int:
             print("Cadence batch: no audio files found in " + ", ".join(args.audio), file=sys.stderr)
             return 1
         base = args.base or (bpy.data.filepath if bpy.data.filepath else "")
-        result = batch.run_batch(files, args.out, per_file_blend=not args.single_blend, head_file=args.head,
-                                 base_blend=base, frame_start=args.frame_start, seed=args.seed,
-                                 preview=args.preview, preview_size=args.preview_size,
-                                 persona=str(Path(args.persona).resolve()) if args.persona else "",
-                                 persona_mode=args.persona_mode)
+        try:
+            result = batch.run_batch(files, args.out, per_file_blend=not args.single_blend, head_file=args.head,
+                                     base_blend=base, frame_start=args.frame_start, seed=args.seed,
+                                     preview=args.preview, preview_size=args.preview_size,
+                                     persona=str(Path(args.persona).resolve()) if args.persona else "",
+                                     persona_mode=args.persona_mode)
+        except ValueError as exc:  # the batch as a whole cannot run (its output folder, its base scene)
+            print(f"Cadence batch: {exc}", file=sys.stderr)
+            return 1
         return 1 if result.failed else 0
     finally:
         cadence.operators.worker_client.shutdown_client()

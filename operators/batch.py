@@ -68,16 +68,21 @@ def run_batch(audio_files: list[str], out_dir: str, per_file_blend: bool = True,
     """Generate a take per audio file. ``per_file_blend``: a .blend per file, else one .blend of takes.
     ``persona``: a persona file (cadence.personalize) for head motion and upper face in that person's style."""
     stream = stream or sys.stdout
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(out_dir)
+    names = output_names(audio_files)
+    if not per_file_blend and base_blend and _same_file(out / "cadence_batch.blend", base_blend):
+        raise ValueError(f"the batch would overwrite its base scene {base_blend}: choose another --out folder")
     result = BatchResult()
     n = len(audio_files)
     if not per_file_blend:
         _open_base(base_blend)
-    for i, audio in enumerate(audio_files, 1):
+    for i, (audio, name) in enumerate(zip(audio_files, names), 1):
         t0 = time.perf_counter()
         print(f"[{i}/{n}] {Path(audio).name} ...", file=stream, flush=True)
         try:
+            target = out / (f"{name}.blend" if per_file_blend else "cadence_batch.blend")
+            if per_file_blend and base_blend and _same_file(target, base_blend):
+                raise ValueError(f"{target} is the base scene; Cadence does not write over it (choose another --out)")
             if per_file_blend:
                 _open_base(base_blend)
             context = bpy.context
@@ -88,18 +93,17 @@ def run_batch(audio_files: list[str], out_dir: str, per_file_blend: bool = True,
                 "motion_amplitude": 1.0, "motion_speed": 1.0, "persona": persona, "persona_mode": persona_mode,
             }, {
                 "groups": set(generate.GROUP_SETS), "frame_start": frame_start, "mode": "NEW",
-                "set_frame_range": True, "add_sound": True, "take_name": Path(audio).stem,
+                "set_frame_range": True, "add_sound": True, "take_name": name,
                 "reduce_tolerance": None,
             })
             job.run_sync()
             report = job.apply()
-            target = out / (f"{Path(audio).stem}.blend" if per_file_blend else "cadence_batch.blend")
             if per_file_blend:
                 bpy.ops.wm.save_as_mainfile(filepath=str(target), check_existing=False)
             if preview:
                 from . import preview as preview_mod
 
-                preview_mod.render_preview(context.scene, str(out / f"{Path(audio).stem}.mp4"),
+                preview_mod.render_preview(context.scene, str(out / f"{name}.mp4"),
                                            size=preview_size, audio=audio)
             result.succeeded.append((audio, str(target)))
             print(f"[{i}/{n}] ok: frames {report['frames'][0]}–{report['frames'][1]} "
@@ -114,6 +118,38 @@ def run_batch(audio_files: list[str], out_dir: str, per_file_blend: bool = True,
         bpy.ops.wm.save_as_mainfile(filepath=str(out / "cadence_batch.blend"), check_existing=False)
     print(result.summary(), file=stream, flush=True)
     return result
+
+
+def output_folder(out_dir: str) -> Path:
+    """The batch's output folder, made if needed; ValueError (a clear message) when it cannot be one."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"the output folder {out} is a file")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"cannot make the output folder {out}: {exc.strerror or exc}") from exc
+    return out
+
+
+def output_names(audio_files: list[str]) -> list[str]:
+    """One output name per audio file: its stem, made unique within the batch (``line``, ``line-2``, ...) so no
+    file's result overwrites another's (line.wav and line.flac, or two folders' line.wav)."""
+    names: list[str] = []
+    taken: set[str] = set()
+    for audio in audio_files:
+        stem = Path(audio).stem
+        name, k = stem, 1
+        while name.lower() in taken:  # case-insensitive file systems too
+            k += 1
+            name = f"{stem}-{k}"
+        taken.add(name.lower())
+        names.append(name)
+    return names
+
+
+def _same_file(a: Path, b: str) -> bool:
+    return os.path.abspath(os.path.realpath(a)) == os.path.abspath(os.path.realpath(b))
 
 
 def _open_base(base_blend: str) -> None:
@@ -140,8 +176,7 @@ def run_track(video: str, out_dir: str, head_file: str = "", base_blend: str = "
     from . import track_video
 
     stream = stream or sys.stdout
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(out_dir)
     t0 = time.perf_counter()
     _open_base(base_blend)
     context = bpy.context

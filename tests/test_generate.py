@@ -295,3 +295,40 @@ def test_batch_folder_with_one_broken_file(cadence, tmp_path):
     assert result.failed[0][0].endswith("broken.wav")
     assert sorted(p.name for p in out.glob("*.blend")) == [f"line{i}.blend" for i in range(4)]
     assert "4 succeeded, 1 failed" in log.getvalue()
+
+
+def test_batch_never_overwrites_its_own_results_or_its_base_scene(cadence, tmp_path):
+    """Same-named inputs get their own outputs (line, line-2, ...); a result that would land on the base .blend
+    fails instead of replacing it; an output folder that is a file is a clear error."""
+    import hashlib
+    import io
+
+    import bpy
+
+    batch = cadence.operators.batch
+    for sub, ext in (("a", "wav"), ("a", "flac"), ("b", "wav")):
+        (tmp_path / sub).mkdir(exist_ok=True)
+        sf.write(tmp_path / sub / f"line.{ext}", voiced_bursts(1.0, seed=len(sub + ext)), SR)
+    out = tmp_path / "out"
+    files = batch.collect_audio([str(tmp_path / "a"), str(tmp_path / "b")])
+    assert batch.output_names(files) == ["line", "line-2", "line-3"]
+    log = io.StringIO()
+    result = batch.run_batch(files, str(out), stream=log)
+    assert len(result.succeeded) == 3 and not result.failed, log.getvalue()
+    assert sorted(p.name for p in out.glob("*.blend")) == ["line-2.blend", "line-3.blend", "line.blend"]
+
+    # The base scene sits in the output folder and an input has its name.
+    bpy.ops.wm.read_homefile(use_empty=True)
+    base = out / "scene.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(base))
+    digest = hashlib.sha256(base.read_bytes()).hexdigest()
+    sf.write(tmp_path / "scene.wav", voiced_bursts(1.0), SR)
+    result = batch.run_batch([str(tmp_path / "scene.wav")], str(out), base_blend=str(base), stream=io.StringIO())
+    assert not result.succeeded and "base scene" in result.failed[0][1], result.failed
+    assert hashlib.sha256(base.read_bytes()).hexdigest() == digest
+    with pytest.raises(ValueError, match="overwrite its base scene"):
+        batch.run_batch(files, str(tmp_path / "b"), per_file_blend=False, base_blend=str(tmp_path / "b" /
+                        "cadence_batch.blend"), stream=io.StringIO())
+    with pytest.raises(ValueError, match="is a file"):
+        batch.run_batch(files, str(tmp_path / "a" / "line.wav"), stream=io.StringIO())
+    bpy.ops.wm.read_homefile(use_empty=True)
