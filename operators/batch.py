@@ -108,6 +108,8 @@ def run_batch(audio_files: list[str], out_dir: str, per_file_blend: bool = True,
             result.succeeded.append((audio, str(target)))
             print(f"[{i}/{n}] ok: frames {report['frames'][0]}–{report['frames'][1]} "
                   f"({time.perf_counter() - t0:.1f} s)", file=stream, flush=True)
+            for w in report.get("warnings", []):
+                print(f"[{i}/{n}] warning: {w}", file=stream, flush=True)
         except (generate.GenerateError, RuntimeError, OSError, ValueError) as exc:
             result.failed.append((audio, str(exc)))
             print(f"[{i}/{n}] FAILED: {exc}", file=stream, flush=True)

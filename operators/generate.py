@@ -94,7 +94,9 @@ class GenerateJob(WorkerJob):
             scene.frame_start, scene.frame_end = frame_start, last
         if opts.get("add_sound"):
             add_sound_strip(scene, self.params["audio"], frame_start)
-        report.update(frames=(frame_start, last), engine=result.get("engine", ""))
+        # What the user should know: the worker's notes (a transcript it could not use...) and the writer's.
+        report.update(frames=(frame_start, last), engine=result.get("engine", ""),
+                      warnings=[*result.get("notes", []), *report.get("notes", [])])
         return report
 
 

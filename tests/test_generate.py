@@ -191,6 +191,20 @@ def test_container_without_ffmpeg_names_what_to_install(cadence, rig, wav, tmp_p
         cadence.operators.worker_client.shutdown_client()
 
 
+def test_a_transcript_that_cannot_be_used_is_reported(cadence, rig, wav):
+    """The worker falls back to recognition when no transcript word is in the dictionary; the user is told."""
+    import bpy
+
+    gen = cadence.operators.generate
+    job = gen.GenerateJob(bpy.context, {"audio": wav, "transcript": "Xqzvt blorfh zzyxq", "seed": 0,
+                                        "lip_strength": 1.0, "motion_amplitude": 1.0, "motion_speed": 1.0},
+                          {"groups": set(gen.GROUP_SETS), "frame_start": 1, "mode": "NEW", "set_frame_range": True,
+                           "add_sound": False, "take_name": "", "reduce_tolerance": None})
+    job.run_sync()
+    report = job.apply()
+    assert any("recognised" in w for w in report["warnings"]), report["warnings"]
+
+
 def test_rig_deleted_during_job(cadence, rig, wav):
     import bpy
     gen = cadence.operators.generate
