@@ -58,6 +58,10 @@ class GenerateJob(WorkerJob):
             if not os.path.isfile(persona):
                 raise GenerateError(f"Persona file not found: {persona} (make one with Personalize)")
             params = dict(params, persona=persona)
+        try:  # fail before the work, not after it
+            keyframes.check_frames(int(options["frame_start"]), int(options["frame_start"]))
+        except keyframes.KeyframeError as exc:
+            raise GenerateError(str(exc)) from exc
         scene = context.scene
         self.rig_name = rig.name
         self.options = options
@@ -84,14 +88,19 @@ class GenerateJob(WorkerJob):
         if not groups:
             raise GenerateError("Nothing to write: choose at least one of lips, head, gaze or blinks.")
         frame_start = int(opts["frame_start"])
+        fps = scene.render.fps / scene.render.fps_base
+        last = frame_start + max(0, int(round(channels.duration * fps)) - 1)
+        keyframes.check_frames(frame_start, last)
         take = opts.get("take_name") or os.path.splitext(os.path.basename(self.params["audio"]))[0]
         report = keyframes.write_take(rig, channels, frame_start=frame_start, take_name=take,
                                       mode=opts["mode"], groups=groups,
                                       reduce_tolerance=opts.get("reduce_tolerance"))
-        fps = scene.render.fps / scene.render.fps_base
-        last = frame_start + max(0, int(round(channels.duration * fps)) - 1)
         if opts.get("set_frame_range"):
-            scene.frame_start, scene.frame_end = frame_start, last
+            if frame_start >= 0:
+                scene.frame_start, scene.frame_end = frame_start, last
+            else:  # Blender's scene range cannot start below frame 0
+                report["notes"].append(f"the take starts at frame {frame_start}: the scene's frame range, which "
+                                       "cannot start below 0, was left as it was")
         if opts.get("add_sound"):
             add_sound_strip(scene, self.params["audio"], frame_start)
         # What the user should know: the worker's notes (a transcript it could not use...) and the writer's.

@@ -259,6 +259,17 @@ def _target_action(id_block, part: str, take: str, mode: str, notes: list[str]):
     return action, True
 
 
+# Blender's frame limits (MINAFRAME / MAXFRAME): keys outside them cannot be written.
+MIN_FRAME, MAX_FRAME = -1048574, 1048574
+
+
+def check_frames(first: int, last: int) -> None:
+    """KeyframeError unless a take on frames ``first``..``last`` fits Blender's timeline (check before writing)."""
+    if first < MIN_FRAME or last > MAX_FRAME:
+        raise KeyframeError(f"A take on frames {first}–{last} does not fit Blender's timeline (frames {MIN_FRAME} "
+                            f"to {MAX_FRAME}); choose another start frame.")
+
+
 def write_take(
     rig: bpy.types.Object,
     channels: Channels,

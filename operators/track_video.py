@@ -100,6 +100,8 @@ class TrackJob(WorkerJob):
             raise TrackVideoError(str(exc)) from exc
         opts = self.options
         frame_start = int(opts.get("frame_start", 1))
+        last = frame_start + max(0, channels.n_frames - 1)
+        keyframes.check_frames(frame_start, last)
         stem = os.path.splitext(os.path.basename(self.video))[0]
         take = f"{stem} track"
         saved = _keep_track_files(data, stem)
@@ -110,9 +112,12 @@ class TrackJob(WorkerJob):
             rig_mod.apply_identity(rig, identity)
         cam = camera_match.match_camera(scene, rig, camera, self.video,
                                         show_background=opts.get("show_background", True), frame_start=frame_start)
-        last = frame_start + max(0, channels.n_frames - 1)
+        warnings = list(data.get("warnings", []))
         if opts.get("set_frame_range", True):
-            scene.frame_start, scene.frame_end = frame_start, last
+            if frame_start >= 0:
+                scene.frame_start, scene.frame_end = frame_start, last
+            else:  # Blender's scene range cannot start below frame 0
+                warnings.append(f"the take starts at frame {frame_start}: the scene's frame range was left as it was")
         strip = None
         if data.get("audio_file") and opts.get("add_sound", True):
             strip = add_sound_strip(scene, self.video, frame_start)  # the video itself: it outlives the cache
@@ -120,7 +125,7 @@ class TrackJob(WorkerJob):
                                         "identity": identity.tolist(), "take": take}
         report.update(frames=(frame_start, last), take=take, camera=cam.name, sound=strip.name if strip else "",
                       frames_without_face=list(data.get("frames_without_face", [])),
-                      warnings=list(data.get("warnings", [])))
+                      warnings=warnings)
         return report
 
 

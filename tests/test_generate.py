@@ -205,6 +205,24 @@ def test_a_transcript_that_cannot_be_used_is_reported(cadence, rig, wav):
     assert any("recognised" in w for w in report["warnings"]), report["warnings"]
 
 
+def test_start_frames_outside_the_timeline(cadence, rig, wav):
+    """A take that would not fit Blender's timeline is refused with the scene untouched (before or after the
+    worker's work); a negative start writes the take and leaves the scene range (which cannot go below 0)."""
+    import bpy
+
+    scene = bpy.context.scene
+    before = _snapshot(rig)
+    last = cadence.operators.keyframes.MAX_FRAME
+    for start in (2**31 - 1, last - 10, -2**31):
+        assert bpy.ops.cadence.generate(filepath=wav, frame_start=start) == {"CANCELLED"}, start
+        assert "timeline" in scene.cadence.last_error and _snapshot(rig) == before, start
+    scene.frame_start, scene.frame_end = 5, 50
+    assert bpy.ops.cadence.generate(filepath=wav, frame_start=-100) == {"FINISHED"}, scene.cadence.last_error
+    assert (scene.frame_start, scene.frame_end) == (5, 50)
+    keyed = [k.co[0] for fc in _iter_fcurves(rig.animation_data.action) for k in fc.keyframe_points]
+    assert min(keyed) == -100 and max(keyed) < 0
+
+
 def test_rig_deleted_during_job(cadence, rig, wav):
     import bpy
     gen = cadence.operators.generate
