@@ -75,6 +75,7 @@ def animate_audio(
     dbs, f0s = [], []
     n_samples, peak = 0, 0.0
     chunks = audio_mod.iter_chunks(info.path)
+    highpass = audio_mod.HighPass()
     while True:
         t0 = time.perf_counter()
         chunk = next(chunks, None)
@@ -83,6 +84,7 @@ def animate_audio(
             break
         if not np.all(np.isfinite(chunk)):
             raise audio_mod.AudioError(f"{info.path} contains invalid (NaN or infinite) samples")
+        chunk = highpass(chunk)
         n_samples += chunk.size
         peak = max(peak, float(np.max(np.abs(chunk))) if chunk.size else 0.0)
         if cancelled is not None and cancelled():
@@ -107,6 +109,9 @@ def animate_audio(
     phones = stream.finish() if not _silent_only(dbs) else []
     timings["recognition"] += time.perf_counter() - t0
     prosody = head_motion.summarize(np.concatenate(dbs), np.concatenate(f0s))
+    if not prosody.speech.any():
+        stream.notes.append("no speech was found (the sound is steady, like room tone or hum): the mouth stays closed")
+        phones = []
     duration = n_samples / audio_mod.TARGET_SR
     n_frames = n_frames_for(duration, fps)
     times = frame_times(n_frames, fps)

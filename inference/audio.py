@@ -140,6 +140,30 @@ def _tokens_before(line: str, unit: str) -> Iterator[int]:
             yield int(a)
 
 
+class HighPass:
+    """Streaming 2nd-order Butterworth high-pass (default 40 Hz), continuous across chunks.
+
+    Why: a DC offset or rumble below the voice would otherwise count as sound (a DC-only file as a loud
+    steady voice) and shifts the loudness the mouth follows. The filter starts settled on the first
+    sample, so an offset does not ring at the start."""
+
+    def __init__(self, sr: int = TARGET_SR, cutoff_hz: float = 40.0) -> None:
+        from scipy.signal import butter
+
+        self.sos = butter(2, cutoff_hz, "highpass", fs=sr, output="sos")
+        self.zi: np.ndarray | None = None
+
+    def __call__(self, chunk: np.ndarray) -> np.ndarray:
+        from scipy.signal import sosfilt, sosfilt_zi
+
+        if chunk.size == 0:
+            return chunk
+        if self.zi is None:
+            self.zi = sosfilt_zi(self.sos) * float(chunk[0])
+        out, self.zi = sosfilt(self.sos, chunk.astype(np.float64), zi=self.zi)
+        return out.astype(np.float32)
+
+
 def iter_chunks(path: str | os.PathLike, sr: int = TARGET_SR, chunk_seconds: float = CHUNK_SECONDS) -> Iterator[np.ndarray]:
     """Yield consecutive mono float32 chunks at ``sr`` Hz; memory stays flat for any file length.
 

@@ -78,12 +78,19 @@ def yin(x: np.ndarray, n: int, threshold: float = 0.2) -> np.ndarray:
     return f0
 
 
+# Speech rises and falls by syllable (and pauses): its 10 ms loudness spans well over 10 dB between the 5th and
+# 95th percentiles. Steady noise spans ~2 dB (white noise over 160 samples), a hum or a DC-free tone ~0.
+STEADY_DB = 6.0
+
+
 def summarize(db: np.ndarray, f0: np.ndarray) -> Prosody:
     """Noise floor, speech level and the speech/pause mask of a take's 100 Hz features."""
     if db.size == 0:
         return Prosody(db, f0, np.zeros(0, bool), -20.0, -60.0)
     floor = float(np.percentile(db, 5))
     top = float(np.percentile(db, 95))
+    if top - floor < STEADY_DB:  # no loudness modulation at all: room tone, hum, a tone; nobody speaks
+        return Prosody(db, f0, np.zeros(db.size, bool), top + 20.0, top)
     floor = min(floor, top - 20.0)
     thresh = floor + 0.35 * (top - floor)
     speech = db > thresh

@@ -137,6 +137,32 @@ def test_mouth_closed_in_silence(head, speech_fixtures, tmp_path):
     assert np.percentile(opening[~silent], 90) > 0.15  # ... and open while talking
 
 
+def test_steady_sound_is_not_speech_and_an_offset_changes_nothing(head, speech_fixtures, tmp_path):
+    """Room tone and mains hum keep the mouth closed (and say so); a DC-only file is silent; speech with a DC
+    offset animates as the same speech without it."""
+    sr, fps = 16_000, 25.0
+    t = np.arange(3 * sr) / sr
+    steady = {"roomtone": 0.003 * np.random.default_rng(0).standard_normal(t.size),
+              "hum": 0.2 * np.sin(2 * np.pi * 50 * t) + 0.05 * np.sin(2 * np.pi * 150 * t)}
+    for name, x in steady.items():
+        path = tmp_path / f"{name}.wav"
+        sf.write(path, x.astype(np.float32), sr)
+        ch = animate.animate_audio(str(path), head, fps)
+        _, vs = _opening(head, ch)
+        assert np.abs(lipsync.jaw_opening(ch.get("jaw"), vs)).max() < np.radians(0.5), name
+        assert any("no speech" in n for n in ch.meta["notes"]), (name, ch.meta["notes"])
+    sf.write(tmp_path / "dc.wav", np.full(t.size, 0.5, np.float32), sr)
+    with pytest.raises(audio.AudioError, match="silent"):
+        animate.animate_audio(str(tmp_path / "dc.wav"), head, fps)
+    x = audio.load_audio(speech_fixtures / f"{FIXTURES[1]}.ogg")[: 4 * sr]
+    sf.write(tmp_path / "clean.wav", x, sr)
+    sf.write(tmp_path / "offset.wav", np.clip(x + 0.3, -1, 1), sr)
+    clean = animate.animate_audio(str(tmp_path / "clean.wav"), head, fps)
+    offset = animate.animate_audio(str(tmp_path / "offset.wav"), head, fps)
+    a, b = (lipsync.jaw_opening(c.get("jaw"), _opening(head, c)[1]) for c in (clean, offset))
+    assert np.corrcoef(a, b)[0, 1] > 0.97 and not any("no speech" in n for n in offset.meta["notes"])
+
+
 # ----------------------------------------------------------------------- synthesized speech
 needs_espeak = pytest.mark.skipif(not espeak_speech.have_espeak(), reason="espeak-ng is not installed")
 
