@@ -122,8 +122,8 @@ PROTOCOL_VERSION = 1
 # The extension's version; the worker and the add-on ship in one tree (a test checks the manifest).
 CADENCE_VERSION = "0.1.0"
 
-REQUEST_TYPES = ("job", "cancel", "shutdown")
-REPLY_TYPES = ("hello", "progress", "result", "error", "log")
+REQUEST_TYPES = ("job", "cancel", "shutdown", "heartbeat")
+REPLY_TYPES = ("hello", "progress", "result", "error", "log", "alive")
 # Error codes: why a job ended without a result (the client adds "worker_died" and "timeout").
 ERROR_CODES = ("failed", "cancelled", "unknown_kind", "unavailable", "bad_request", "worker_died", "timeout")
 
@@ -136,6 +136,8 @@ _FIELDS: dict[str, dict[str, tuple]] = {
     "job": {"id": _ID, "kind": (str,), "params": (dict,)},
     "cancel": {"id": _ID},
     "shutdown": {},
+    "heartbeat": {},  # answered with "alive" by the worker's reader thread, even while a job runs
+    "alive": {},
     "progress": {"id": _ID, "fraction": _NUM, "message": (str,)},
     "result": {"id": _ID, "data": (dict,)},
     "error": {"id": _OPT_ID, "message": (str,), "traceback": (str,), "code": (str,)},
@@ -206,6 +208,14 @@ def cancel(job_id: str) -> dict:
 
 def shutdown() -> dict:
     return {"type": "shutdown"}
+
+
+def heartbeat() -> dict:
+    return {"type": "heartbeat"}
+
+
+def alive() -> dict:
+    return {"type": "alive"}
 
 
 def progress(job_id: str, fraction: float, message: str = "") -> dict:

@@ -106,6 +106,8 @@ class Worker:
         elif kind == "shutdown":
             _log("shutdown requested")
             self.stop()
+        elif kind == "heartbeat":
+            self.send(protocol.alive())
         else:
             self.send(protocol.error(msg.get("id"), f"The worker does not accept {kind!r} messages", code="bad_request"))
 

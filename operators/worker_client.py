@@ -26,6 +26,13 @@ EXT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the ext
 LOG_TAIL_LINES = 50
 CANCEL_GRACE_S = 5.0  # a cancelled job that has not stopped by then gets its worker killed
 MAX_EVENTS = 2000  # beyond this, unpolled progress/log events are dropped (results and errors never)
+# A worker silent this long while a job runs is hung (stopped, deadlocked): it is killed and the job fails.
+# Its reader thread answers a heartbeat within ~1 s even under load; the longest GIL-holding step (a recognition
+# segment) takes seconds.
+HEARTBEAT_S = 5.0
+STALL_S = 60.0
+HUNG_MESSAGE = ("The Cadence worker stopped responding for {s:.0f} s while running {kind!r} and was stopped; "
+                "nothing was changed. Try again; details are in {log}.")
 SETUP_HINT = "press Set up Worker in Cadence's preferences (Get Extensions > Cadence), or set Worker Python there"
 
 
@@ -85,6 +92,7 @@ class WorkerClient:
         self._write_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._log: _RotatingLog | None = None
+        self._last_heard = self._last_ping = 0.0  # time.monotonic() of the last message / heartbeat request
 
     # ------------------------------------------------------------------------ lifecycle
 
@@ -221,6 +229,7 @@ class WorkerClient:
         """Queue a job; returns its id. Restarts the worker first if it died."""
         if not self.is_alive():
             self._restart()
+        self._last_heard = time.monotonic()  # silence while idle is not a hang
         job_id = uuid.uuid4().hex[:12]
         try:
             line = protocol.encode(protocol.job(job_id, kind, params))
@@ -244,6 +253,23 @@ class WorkerClient:
                 taken = [e for e in self._events if e.get("id") == job_id]
                 self._events = [e for e in self._events if e.get("id") != job_id]
         return taken
+
+    def silent_for(self) -> float:
+        """Seconds since the worker last said anything; asks it for a heartbeat every HEARTBEAT_S (its reader
+        thread answers even while a job runs, so only a hung or stopped process stays silent)."""
+        now = time.monotonic()
+        if now - self._last_ping >= HEARTBEAT_S:
+            self._last_ping = now
+            self._write(protocol.heartbeat())
+        return now - self._last_heard
+
+    def hung(self) -> bool:
+        """True (and the worker is killed) when it has been silent for longer than STALL_S."""
+        if not self.is_alive() or self.silent_for() <= STALL_S:
+            return False
+        self._log_line(f"--- the worker did not answer for {STALL_S:.0f} s: killing it")
+        self.kill()
+        return True
 
     def cancel(self, job_id: str) -> None:
         """Ask the worker to cancel a job; its error event (code "cancelled") follows."""
@@ -281,6 +307,9 @@ class WorkerClient:
                 self.kill()
                 raise WorkerCancelled(f"{kind} was cancelled (the worker did not stop in time and was restarted)",
                                       code="cancelled")
+            if self.hung():
+                raise WorkerError(HUNG_MESSAGE.format(kind=kind, s=STALL_S, log=self.log_path), code="timeout",
+                                  log_tail=self.log_tail())
             if timeout is not None and now - start > timeout:
                 self.kill()
                 raise WorkerError(f"The {kind!r} job took longer than {timeout:g} s and was stopped.", code="timeout",
@@ -333,6 +362,9 @@ class WorkerClient:
                     self._changed.notify_all()
                 continue
             kind = msg["type"]
+            self._last_heard = time.monotonic()
+            if kind == "alive":
+                continue
             if kind == "log":
                 self._log_line(f"[job {msg['id']}] {msg['level']}: {msg['message']}")
             elif kind == "error":

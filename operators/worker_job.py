@@ -76,8 +76,12 @@ class WorkerJob:
                 self.result = event.get("data", {})
             elif kind == "error":
                 self.error = event.get("message", "The worker reported an error")
-        if self.result is None and self.error is None and not self.client.is_alive():
-            self.error = "The Cadence worker stopped unexpectedly; nothing was changed. Try again."
+        if self.result is None and self.error is None:
+            if self.client.hung():
+                self.error = worker_client.HUNG_MESSAGE.format(kind=self.kind, s=worker_client.STALL_S,
+                                                               log=self.client.log_path)
+            elif not self.client.is_alive():
+                self.error = "The Cadence worker stopped unexpectedly; nothing was changed. Try again."
         return self.result is not None or self.error is not None
 
     def cancel(self) -> None:

@@ -152,6 +152,41 @@ def test_a_killed_worker_and_what_it_started_are_cleaned_up_without_hanging(wc, 
         time.sleep(0.05)
 
 
+def test_a_busy_worker_answers_heartbeats_and_a_hung_one_is_stopped(wc, monkeypatch):
+    """A job that reports nothing for longer than the stall limit still finishes (the worker's reader thread
+    answers heartbeats); a worker that stops answering (SIGSTOP: stopped, as if deadlocked) is killed and the
+    job fails with a clear message instead of blocking a script forever."""
+    import importlib
+    import threading
+
+    monkeypatch.setattr(wc, "STALL_S", 1.0)
+    monkeypatch.setattr(wc, "HEARTBEAT_S", 0.2)
+    client = wc.get_client()
+    assert client.run_sync("sleep", {"seconds": 2.5, "stubborn": True})["slept"] == 2.5
+    pid = client.pid
+    threading.Timer(0.5, os.kill, (pid, signal.SIGSTOP)).start()
+    t0 = time.monotonic()
+    with pytest.raises(wc.WorkerError, match="stopped responding") as info:
+        client.run_sync("sleep", {"seconds": 30, "stubborn": True})
+    assert info.value.code == "timeout" and time.monotonic() - t0 < 10.0
+    deadline = time.monotonic() + 5.0
+    while not _gone(pid):
+        assert time.monotonic() < deadline, "the hung worker was not killed"
+        time.sleep(0.05)
+    assert client.run_sync("sleep", {"seconds": 0.05})["steps"] >= 1  # the next job gets a fresh worker
+    # The operators' path (WorkerJob, modal or synchronous) checks the same way.
+    import bpy
+
+    job = importlib.import_module(wc.__name__.rpartition(".")[0] + ".worker_job").WorkerJob(
+        bpy.context, {"seconds": 30, "stubborn": True})
+    job.kind = "sleep"
+    job.start()
+    threading.Timer(0.5, os.kill, (job.client.pid, signal.SIGSTOP)).start()
+    t0 = time.monotonic()
+    job.run_sync()
+    assert "stopped responding" in job.error and time.monotonic() - t0 < 10.0
+
+
 def test_submit_poll_and_cancel(wc):
     client = wc.get_client()
     job = client.submit("sleep", {"seconds": 0.2})
