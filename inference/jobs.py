@@ -25,7 +25,7 @@ Handler = Callable[[dict, "JobContext"], dict]
 # Add your module here; it is imported on the first job of one of its kinds.
 JOB_MODULES: dict[str, tuple[str, ...]] = {
     "inference.jobs_generate": ("generate",),
-    "inference.jobs_track": ("track",),
+    "inference.jobs_track": ("track", "check_video"),
     "inference.jobs_train": ("train",),
     "inference.jobs_personalize": ("personalize",),
     "inference.jobs_refine": ("refine",),

@@ -9,8 +9,19 @@ import numpy as np
 from .face_landmarks import LandmarkError
 from .head_model import HeadModel, HeadModelError
 from .jobs import JobCancelled, JobContext, JobError, register_job
-from .track import TrackCancelled, TrackError, track_video
+from .track import TrackCancelled, TrackError, check_video, track_video
 from .video import VideoError
+
+
+@register_job("check_video")
+def check_video_job(params: dict, ctx: JobContext) -> dict:
+    """A quick check of a video before a slow track: it decodes, is long enough and shows a face."""
+    if not params.get("video"):
+        raise JobError("check_video needs 'video'")
+    try:
+        return check_video(params["video"], task_model=params.get("task_model") or None)
+    except (VideoError, TrackError, LandmarkError) as exc:
+        raise JobError(str(exc)) from exc
 
 
 @register_job("track")

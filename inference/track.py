@@ -120,6 +120,24 @@ def detect_video_landmarks(info: vid.VideoInfo, fps: float, max_frames: int | No
     return out[:count], int((faces[:count] > 1).sum())
 
 
+NO_FACE_HINT = "the face must be visible, frontal-ish and reasonably lit"
+
+
+def check_video(video_path: str | os.PathLike, samples: int = 8, task_model: str | None = None) -> dict:
+    """A quick look before anything slow (a head's calibration, the full track): the video decodes, is long
+    enough, and shows a face in at least one of ``samples`` frames spread over it. Raises vid.VideoError /
+    TrackError with user-facing text; returns {"frames", "fps", "width", "height", "faces": frames with one}."""
+    info = vid.probe(video_path)
+    faces = 0
+    with LandmarkTracker(static=True, task_model=task_model) as tracker:
+        for _k, _t, rgb in vid.iter_frames(info, samples / info.duration, max_frames=samples):
+            faces += tracker.process(rgb) is not None
+    if not faces:
+        raise TrackError(f"no face was found in {os.path.basename(info.path)} ({samples} frames spread over it "
+                         f"were examined): {NO_FACE_HINT}")
+    return {"frames": info.n_frames, "fps": info.fps, "width": info.width, "height": info.height, "faces": faces}
+
+
 def track_video(video_path: str | os.PathLike, head: HeadModel, fps: float, max_frames: int | None = None,
                 progress: Callable[[float, str], None] | None = None, cancelled: Callable[[], bool] | None = None,
                 task_model: str | None = None, audio_dir: str | os.PathLike | None = None,
@@ -169,8 +187,7 @@ def track_video(video_path: str | os.PathLike, head: HeadModel, fps: float, max_
     valid = np.isfinite(lmk[:, 0, 0])
     missing = [int(i) for i in np.flatnonzero(~valid)]
     if not valid.any():
-        raise TrackError(f"no face was found in {os.path.basename(info.path)} ({T} frames examined): "
-                         "the face must be visible, frontal-ish and reasonably lit")
+        raise TrackError(f"no face was found in {os.path.basename(info.path)} ({T} frames examined): {NO_FACE_HINT}")
     if valid.sum() < max(3, 0.2 * T):
         raise TrackError(f"a face was found in only {int(valid.sum())} of {T} frames: too few to track")
     if missing:

@@ -15,7 +15,14 @@ import bpy
 
 from . import rig as rig_mod
 from .paths import user_path
-from .track_video import VIDEO_EXTENSIONS, TrackVideoError, check_video_path, scene_fps, tracking_head_steps
+from .track_video import (
+    VIDEO_EXTENSIONS,
+    TrackVideoError,
+    check_video_path,
+    record_embedding,
+    scene_fps,
+    tracking_head_steps,
+)
 from .worker_job import ModalJobOperator, WorkerJob
 
 PERSONA_SUFFIX = ".persona.pt"
@@ -75,7 +82,7 @@ class PersonalizeJob(WorkerJob):
             params.update(channels_file=last["channels_file"], audio_file=last["audio_file"], head_file=head_file)
         else:
             params.update(video=video, fps=scene_fps(context.scene))
-            prepare = tracking_head_steps(rig, context)  # the head's landmark calibration, the first time
+            prepare = tracking_head_steps(rig, context, video)  # the head's landmark calibration, the first time
         if options.get("lens_mm") and last is None:
             params["lens_mm"] = float(options["lens_mm"])
         for key in ("net_overrides", "device"):
@@ -94,6 +101,7 @@ class PersonalizeJob(WorkerJob):
             raise PersonalizeError(f"The worker did not write the persona file ({path or 'no path'}).")
         stored = bpy.path.relpath(path) if bpy.data.filepath else path
         rig["cadence"]["persona"] = stored
+        record_embedding(rig, self.params)
         return {"persona": path, "reused_track": self.reused, "held_out_loss": data.get("held_out_loss"),
                 "epochs": data.get("history", {}).get("epochs_run"), "timings": data.get("timings", {})}
 

@@ -42,18 +42,41 @@ def check_video_path(filepath: str) -> str:
     return path
 
 
-def tracking_head_steps(rig: bpy.types.Object, context: bpy.types.Context) -> Generator:
+def tracking_head_steps(rig: bpy.types.Object, context: bpy.types.Context, video: str) -> Generator:
     """Steps (WorkerJob.prepare) whose result is {"head_file": the rig's head model with a detector-calibrated
-    landmark embedding}: none when it exists, minutes of calibration renders the first time for a head."""
+    landmark embedding, "landmarks": how it was made}: a quick check of ``video`` first (so a bad video fails
+    in a second, not after a calibration), then none when the embedding exists, minutes of calibration renders
+    the first time for a head. The rig is not changed here: the job's apply() records the embedding."""
     from . import landmarks
 
+    yield 0.0, "checking the video"
+    try:
+        worker_client.get_client(context).run_sync("check_video", {"video": video})
+    except worker_client.WorkerError as exc:
+        raise TrackVideoError(str(exc)) from exc
+    meta = rig["cadence"]
+    kept = {k: meta.get(k) for k in ("model_file", "landmarks")}
     try:
         path = yield from landmarks.embedding_steps(rig, context)
+        made = str(meta.get("landmarks", ""))
     except (landmarks.LandmarkError, worker_client.WorkerError) as exc:
         raise TrackVideoError(f"This head cannot be tracked yet: {exc}") from exc
+    finally:  # (also when cancelled: the generator is closed)
+        for k, v in kept.items():
+            if v is None:
+                meta.pop(k, None)
+            else:
+                meta[k] = v
     if not path or not os.path.isfile(path):
         raise TrackVideoError("This rig's head model file is missing from Cadence's cache; add the head again.")
-    return {"head_file": path}
+    return {"head_file": path, "landmarks": made}
+
+
+def record_embedding(rig: bpy.types.Object, params: dict) -> None:
+    """On success: the rig's head model is the calibrated one the job used (tracking_head_steps' result)."""
+    if params.get("head_file") and params.get("landmarks"):
+        rig["cadence"]["model_file"] = params["head_file"]
+        rig["cadence"]["landmarks"] = params["landmarks"]
 
 
 def scene_fps(scene: bpy.types.Scene) -> float:
@@ -75,7 +98,7 @@ class TrackJob(WorkerJob):
             params["max_frames"] = int(options["max_frames"])
         if options.get("lens_mm"):
             params["lens_mm"] = float(options["lens_mm"])
-        super().__init__(context, params, prepare=tracking_head_steps(rig, context))
+        super().__init__(context, params, prepare=tracking_head_steps(rig, context, video))
 
     def apply(self) -> dict:
         """Apply identity, take, camera and sound (or raise TrackVideoError, touching nothing)."""
@@ -123,6 +146,7 @@ class TrackJob(WorkerJob):
             strip = add_sound_strip(scene, self.video, frame_start)  # the video itself: it outlives the cache
         rig["cadence"]["last_track"] = {"video": self.video, **saved, "camera": camera,
                                         "identity": identity.tolist(), "take": take}
+        record_embedding(rig, self.params)
         report.update(frames=(frame_start, last), take=take, camera=cam.name, sound=strip.name if strip else "",
                       frames_without_face=list(data.get("frames_without_face", [])),
                       warnings=warnings)

@@ -105,8 +105,8 @@ def _snapshot(rig):
         "scene_camera": scene.camera.name if scene.camera else None, "strips": len(_strips(scene)),
         "shape": [k.value for k in mesh.data.shape_keys.key_blocks], "frames": (scene.frame_start, scene.frame_end),
         "res": (scene.render.resolution_x, scene.render.resolution_y),
-        # (ensure_landmark_embedding may note how the head's landmarks were made: bookkeeping, not the scene)
-        "meta": sorted(set(rig["cadence"].keys()) - {"landmarks", "model_file"}),
+        "meta": sorted(rig["cadence"].keys()),
+        "head": (rig["cadence"].get("model_file"), rig["cadence"].get("landmarks")),
     }
 
 
@@ -214,6 +214,32 @@ def test_bad_videos_give_clear_errors_and_leave_the_scene_alone(cadence, clip, r
         assert "Traceback" not in err
         assert _snapshot(rig) == before, path
     assert "last_track" not in rig["cadence"]
+
+
+def test_a_bad_video_fails_before_the_heads_calibration(cadence, rig, cache_folder, tmp_path):
+    """A head tracked for the first time is calibrated (minutes of renders): a video that cannot be tracked is
+    refused before that, and the rig is left as it was."""
+    import time
+
+    import bpy
+
+    text = tmp_path / "notes.mp4"
+    text.write_text("this is not a video\n")
+    gray = tmp_path / "gray.mp4"
+    subprocess.run([_ffmpeg(), "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+                    f"color=c=gray:s={SIZE}x{SIZE}:d=1.5:r={FPS}", "-c:v", "libx264", "-pix_fmt", "yuv420p",
+                    str(gray)], check=True, capture_output=True)
+    scene = bpy.context.scene
+    before = _snapshot(rig)
+    with cache_folder(tmp_path / "fresh-cache"):  # no calibrated embedding of this head here
+        for path, message in ((text, "video|read|open|decode"), (gray, "no face")):
+            for op in (bpy.ops.cadence.track_video, bpy.ops.cadence.personalize):
+                t0 = time.monotonic()
+                assert op(filepath=str(path)) == {"CANCELLED"}, path
+                assert re.search(message, scene.cadence.last_error, re.I), scene.cadence.last_error
+                assert time.monotonic() - t0 < 30.0
+                assert _snapshot(rig) == before
+        assert not list((tmp_path / "fresh-cache").glob("heads/*_mp478v*"))  # no calibration was started
 
 
 @pytest.mark.slow
