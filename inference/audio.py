@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .files import check_input_file
+
 TARGET_SR = 16_000
 CHUNK_SECONDS = 30.0
 # libsndfile's own formats; everything else needs ffmpeg.
@@ -58,20 +60,6 @@ def find_ffmpeg() -> str | None:
     return shutil.which("ffmpeg")
 
 
-def check_input_file(path: str | os.PathLike | None, kind: str = "audio", error: type[Exception] = AudioError) -> str:
-    """The path of an existing, non-empty file, or ``error`` saying what is wrong (for audio and video)."""
-    path = os.fspath(path) if path is not None else ""
-    if not path:
-        raise error(f"no {kind} file was given")
-    if not os.path.exists(path):
-        raise error(f"{kind} file not found: {path}")
-    if os.path.isdir(path):
-        raise error(f"{path} is a folder, not an {kind} file" if kind[0] in "aeiou" else f"{path} is a folder, not a {kind} file")
-    if os.path.getsize(path) == 0:
-        raise error(f"{kind} file {os.path.basename(path) or path} is empty (0 bytes)")
-    return path
-
-
 def _looks_like_text(path: str) -> bool:
     with open(path, "rb") as fh:
         head = fh.read(512)
@@ -92,7 +80,7 @@ def _no_ffmpeg_message(path: str) -> str:
 
 def probe(path: str | os.PathLike) -> AudioInfo:
     """What the file holds, without decoding it; raises AudioError for anything unusable."""
-    path = check_input_file(path)
+    path = check_input_file(path, "audio", AudioError)
     import soundfile as sf
 
     try:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .audio import check_input_file
+from .files import check_input_file
 
 MIN_SECONDS = 1.0
 MIN_FRAMES = 25

@@ -15,7 +15,7 @@ import bpy
 from ..inference.protocol import ChannelError, Channels
 from . import keyframes
 from . import rig as rig_mod
-from .paths import user_path
+from .paths import user_file
 from .sound import add_sound_strip
 from .worker_job import JobFailed, ModalJobOperator, WorkerJob
 
@@ -43,9 +43,7 @@ class GenerateJob(WorkerJob):
         rig = rig_mod.find_rig(context.active_object)
         if rig is None:
             raise GenerateError("Select a Cadence head (its armature or mesh) first: Add > Cadence Head")
-        audio = user_path(params["audio"])
-        if not audio or not os.path.isfile(audio):
-            raise GenerateError(f"Audio file not found: {audio or '(none given)'}")
+        audio = user_file(params["audio"], "audio", GenerateError)
         info = rig_mod.rig_model_info(rig)
         head_file = info.get("model_file", "")
         if not head_file or not os.path.isfile(head_file):
@@ -54,9 +52,7 @@ class GenerateJob(WorkerJob):
                 f"({head_file or 'not recorded'}); add the head again with Cadence."
             )
         if params.get("persona"):
-            persona = user_path(params["persona"])
-            if not os.path.isfile(persona):
-                raise GenerateError(f"Persona file not found: {persona} (make one with Personalize)")
+            persona = user_file(params["persona"], "persona", GenerateError)
             params = dict(params, persona=persona)
         try:  # fail before the work, not after it
             keyframes.check_frames(int(options["frame_start"]), int(options["frame_start"]))

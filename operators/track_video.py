@@ -20,7 +20,7 @@ import numpy as np
 from ..inference.protocol import ChannelError, Channels
 from . import camera_match, keyframes, worker_client
 from . import rig as rig_mod
-from .paths import user_path
+from .paths import user_file
 from .sound import add_sound_strip
 from .worker_job import JobFailed, ModalJobOperator, WorkerJob
 
@@ -32,14 +32,9 @@ class TrackVideoError(JobFailed):
 
 
 def check_video_path(filepath: str) -> str:
-    path = user_path(filepath)
-    if not path:
+    if not filepath:
         raise TrackVideoError("Choose a video of the person's face to track")
-    if os.path.isdir(path):
-        raise TrackVideoError(f"{path} is a folder; choose a video file")
-    if not os.path.isfile(path):
-        raise TrackVideoError(f"Video file not found: {path}")
-    return path
+    return user_file(filepath, "video", TrackVideoError)
 
 
 def tracking_head_steps(rig: bpy.types.Object, context: bpy.types.Context, video: str) -> Generator:

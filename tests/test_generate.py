@@ -170,6 +170,23 @@ def test_bad_audio_leaves_scene_unchanged(rig, tmp_path, case):
         assert "silent" in msg
 
 
+def test_paths_that_are_not_audio_files_say_what_they_are(rig, tmp_path):
+    """A folder, a broken link and a link loop each get their own message (not "not found"); the scene stays."""
+    import bpy
+
+    (tmp_path / "dangling.wav").symlink_to(tmp_path / "gone.wav")
+    (tmp_path / "loop_a.wav").symlink_to(tmp_path / "loop_b.wav")
+    (tmp_path / "loop_b.wav").symlink_to(tmp_path / "loop_a.wav")
+    before = _snapshot(rig)
+    for name, message in (("", "No audio file was given"), (".", "is a folder, not an audio file"),
+                          ("dangling.wav", "broken link"), ("loop_a.wav", "cannot be opened"),
+                          ("missing.wav", "Audio file not found")):
+        path = str(tmp_path / name) if name else ""
+        assert bpy.ops.cadence.generate(filepath=path) == {"CANCELLED"}, name
+        assert message in bpy.context.scene.cadence.last_error, (name, bpy.context.scene.cadence.last_error)
+        assert _snapshot(rig) == before
+
+
 def test_container_without_ffmpeg_names_what_to_install(cadence, rig, wav, tmp_path, monkeypatch):
     """An m4a needs ffmpeg; a worker that has none says so (and the scene stays as it was)."""
     import subprocess
