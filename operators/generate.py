@@ -13,7 +13,7 @@ import os
 import bpy
 
 from ..inference.protocol import ChannelError, Channels
-from . import keyframes
+from . import head_cache, keyframes
 from . import rig as rig_mod
 from .paths import user_file
 from .sound import add_sound_strip
@@ -45,12 +45,9 @@ class GenerateJob(WorkerJob):
             raise GenerateError("Select a Cadence head (its armature or mesh) first: Add > Cadence Head")
         audio = user_file(params["audio"], "audio", GenerateError)
         info = rig_mod.rig_model_info(rig)
-        head_file = info.get("model_file", "")
-        if not head_file or not os.path.isfile(head_file):
-            raise GenerateError(
-                "This rig's head model file is missing from Cadence's cache "
-                f"({head_file or 'not recorded'}); add the head again with Cadence."
-            )
+        head_file = head_cache.find_model_file(info, context)
+        if not head_file:
+            raise GenerateError(head_cache.missing_message(info))
         if params.get("persona"):
             persona = user_file(params["persona"], "persona", GenerateError)
             params = dict(params, persona=persona)

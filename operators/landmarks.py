@@ -27,6 +27,7 @@ from mathutils.bvhtree import BVHTree
 from ..inference.head_model import HeadModel, HeadModelError
 from ..inference.landmark_rig import EXPR_DRIFT_KEY
 from ..inference.pose_calibration import CORRECTION_KEY
+from . import head_cache
 from . import rig as rig_mod
 from .landmark_calibration import (
     Steps,
@@ -70,11 +71,12 @@ def has_embedding(model: HeadModel) -> bool:
 
 
 def _rig_model(rig: bpy.types.Object) -> tuple[HeadModel, dict]:
+    """The rig's head model (info["model_file"]: its file, found again if the cache moved)."""
     info = rig_mod.rig_model_info(rig)
-    path = info.get("model_file", "")
-    if not path or not os.path.isfile(path):
-        raise LandmarkError("This rig's head model file is missing from Cadence's cache "
-                            f"({path or 'not recorded'}); add the head again with Cadence.")
+    path = head_cache.find_model_file(info)
+    if not path:
+        raise LandmarkError(head_cache.missing_message(info))
+    info["model_file"] = path
     try:
         return HeadModel.load(path), info
     except HeadModelError as exc:
@@ -212,11 +214,11 @@ def embedding_steps(rig: bpy.types.Object, context: bpy.types.Context) -> Steps:
     """
     if rig_mod.find_rig(rig) is not rig:
         raise LandmarkError(f"{getattr(rig, 'name', rig)!r} is not a Cadence rig")
-    model, _info = _rig_model(rig)
+    model, info = _rig_model(rig)
     meta = rig["cadence"]
     if is_tracking_ready(model):
         meta["landmarks"] = str(model.meta.get("landmarks"))
-        return str(meta["model_file"])
+        return info["model_file"]
     sibling = embedding_path(model, context, str(meta.get("model_hash", "")))
     if os.path.isfile(sibling):  # built before for this model (e.g. for another rig of the same head)
         try:

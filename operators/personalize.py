@@ -13,6 +13,7 @@ import re
 
 import bpy
 
+from . import head_cache
 from . import rig as rig_mod
 from .paths import user_path
 from .track_video import (
@@ -76,9 +77,9 @@ class PersonalizeJob(WorkerJob):
         prepare = None
         if last is not None:
             info = rig_mod.rig_model_info(rig)
-            head_file = str(info.get("model_file", ""))
-            if not os.path.isfile(head_file):
-                raise PersonalizeError("This rig's head model file is missing from Cadence's cache; add the head again.")
+            head_file = head_cache.find_model_file(info, context)
+            if not head_file:
+                raise PersonalizeError(head_cache.missing_message(info))
             params.update(channels_file=last["channels_file"], audio_file=last["audio_file"], head_file=head_file)
         else:
             params.update(video=video, fps=scene_fps(context.scene))

@@ -11,13 +11,12 @@ HeadModel.forward() to float32 precision.
 from __future__ import annotations
 
 import logging
-import os
 
 import bpy
 import numpy as np
 
 from ..inference.head_model import JOINT_NAMES, HeadModel
-from . import materials
+from . import head_cache, materials
 from .rotations import axis_angle_to_euler_xyz, euler_compatible, euler_xyz_to_matrix, matrix_to_euler_xyz  # noqa: F401
 
 log = logging.getLogger(__name__)
@@ -45,24 +44,6 @@ class RigError(RuntimeError):
 
 
 # ---------------------------------------------------------------------------------- building
-def _model_file(model: HeadModel, context: bpy.types.Context, content_hash: str = "") -> str:
-    """Cache the model as heads/<hash>.npz (once) so the worker can reload the exact head."""
-    from ..panels.preferences import cache_dir
-
-    try:
-        folder = os.path.join(cache_dir(context), "heads")
-        os.makedirs(folder, exist_ok=True)
-        path = os.path.join(folder, f"{content_hash or model.content_hash()}.npz")
-        if not os.path.isfile(path):
-            tmp = f"{path}.{os.getpid()}.tmp"
-            model.save(tmp)
-            os.replace(tmp, path)  # atomic: a half-written head is never picked up
-        return path
-    except OSError as exc:
-        log.warning("Cadence: could not cache head model: %s", exc)
-        return ""
-
-
 def _bone_length(model: HeadModel) -> float:
     extent = float(np.ptp(model.v_template, axis=0).max())
     return max(0.1 * extent, 1e-3)
@@ -216,7 +197,7 @@ def build_rig(
             "model_name": model.name,
             "model_source": model.source,
             "model_hash": content_hash,
-            "model_file": model_file or _model_file(model, context, content_hash),
+            "model_file": model_file or head_cache.cache_model(model, context, content_hash),
             "expr_names": list(model.expr_names),
             "shape_names": list(model.shape_names),
             "joint_names": list(model.joint_names),

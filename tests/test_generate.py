@@ -187,6 +187,31 @@ def test_paths_that_are_not_audio_files_say_what_they_are(rig, tmp_path):
         assert _snapshot(rig) == before
 
 
+def test_a_moved_cache_finds_or_rebuilds_the_head(cadence, rig, wav, cache_folder, tmp_path):
+    """A .blend opened where its recorded head file is not (another machine, a cleared cache): the default head
+    is rebuilt into this cache, a FLAME head is reloaded from its file; without either, a message says what to do."""
+    import bpy
+    from flame_fixture import write_flame_pkl
+
+    head_cache = cadence.operators.head_cache
+    rig["cadence"]["model_file"] = str(tmp_path / "other-machine" / "heads" / "gone.npz")
+    with cache_folder(tmp_path / "new-cache"):
+        assert bpy.ops.cadence.generate(filepath=wav) == {"FINISHED"}, bpy.context.scene.cadence.last_error
+        assert (tmp_path / "new-cache" / "heads" / f"{rig['cadence']['model_hash']}.npz").is_file()
+    pkl = tmp_path / "my_flame.pkl"
+    write_flame_pkl(pkl)
+    assert bpy.ops.cadence.add_head(filepath=str(pkl)) == {"FINISHED"}
+    meta = cadence.operators.rig.rig_model_info(bpy.context.active_object)
+    meta["model_file"] = str(tmp_path / "gone.npz")
+    with cache_folder(tmp_path / "flame-cache"):
+        found = head_cache.find_model_file(meta)
+        assert found and cadence.inference.head_model.HeadModel.load(found).content_hash() == meta["model_hash"]
+    pkl.unlink()
+    with cache_folder(tmp_path / "empty-cache"):
+        assert head_cache.find_model_file(meta) == ""
+        assert "put the file back" in head_cache.missing_message(meta)
+
+
 def test_container_without_ffmpeg_names_what_to_install(cadence, rig, wav, tmp_path, monkeypatch):
     """An m4a needs ffmpeg; a worker that has none says so (and the scene stays as it was)."""
     import subprocess
