@@ -251,6 +251,8 @@ def _target_action(id_block, part: str, take: str, mode: str, notes: list[str]):
         if mode == "REPLACE" and not ours:
             notes.append(f"{current.name!r} holds keys not made by Cadence: kept on the NLA, wrote a new take")
         fc.push_to_nla(id_block, current, mute=ours)
+        if not ours:  # the user's keys play on the NLA outside the take's frames, not the take's held ends
+            id_block.animation_data.action_extrapolation = "NOTHING"
     action = fc.new_action(id_block, f"{take} {part}")
     action[MARKER] = take
     action["cadence_part"] = part

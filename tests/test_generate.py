@@ -212,6 +212,24 @@ def test_a_moved_cache_finds_or_rebuilds_the_head(cadence, rig, wav, cache_folde
         assert "put the file back" in head_cache.missing_message(meta)
 
 
+def test_the_users_keys_still_play_outside_the_take(rig, wav):
+    """The user's own keys go to the NLA under a new take; outside the take's frames they play, not the take's
+    held first or last value."""
+    import bpy
+
+    jaw = rig.pose.bones["jaw"]
+    jaw.rotation_mode = "XYZ"
+    for frame, value in ((300, 0.0), (400, 0.3)):
+        jaw.rotation_euler[0] = value
+        jaw.keyframe_insert("rotation_euler", index=0, frame=frame)
+    scene = bpy.context.scene
+    assert bpy.ops.cadence.generate(filepath=wav, frame_start=1) == {"FINISHED"}, scene.cadence.last_error
+    scene.frame_set(400)
+    assert abs(jaw.rotation_euler[0] - 0.3) < 1e-6
+    take = [f for f in range(1, 49) if scene.frame_set(f) is None and abs(jaw.rotation_euler[0]) > 0.02]
+    assert take, "the take's jaw moves inside its frames"
+
+
 def test_container_without_ffmpeg_names_what_to_install(cadence, rig, wav, tmp_path, monkeypatch):
     """An m4a needs ffmpeg; a worker that has none says so (and the scene stays as it was)."""
     import subprocess
