@@ -237,6 +237,13 @@ def _write_curve(action, id_block, path, index, group, frames, values, interpola
 
 
 # -------------------------------------------------------------------------------- takes
+def action_name(take: str, part: str, limit: int = 63) -> str:
+    """"<take> <part>" within Blender's 63-byte ID names: a long take name is shortened, never the part, so a
+    take's face and head actions stay told apart."""
+    room = limit - len(part.encode()) - 1
+    return f"{take.encode()[:room].decode('utf-8', 'ignore').rstrip()} {part}"
+
+
 def _target_action(id_block, part: str, take: str, mode: str, notes: list[str]):
     """The action to write ``part`` into, following the NEW / REPLACE policy; returns (action, created)."""
     ad = id_block.animation_data
@@ -253,7 +260,7 @@ def _target_action(id_block, part: str, take: str, mode: str, notes: list[str]):
         fc.push_to_nla(id_block, current, mute=ours)
         if not ours:  # the user's keys play on the NLA outside the take's frames, not the take's held ends
             id_block.animation_data.action_extrapolation = "NOTHING"
-    action = fc.new_action(id_block, f"{take} {part}")
+    action = fc.new_action(id_block, action_name(take, part))
     action[MARKER] = take
     action["cadence_part"] = part
     action.use_fake_user = True  # a take stays in the file even when nothing uses it

@@ -231,6 +231,17 @@ def test_new_take_keeps_previous_take_reachable(cadence, rig):
     assert_state(read_state(rig, 10), expected_at(rig, b, 9))
 
 
+def test_a_long_take_name_keeps_face_and_head_apart(cadence, rig):
+    import bpy
+
+    kf, _ = _mods(cadence)
+    set_fps(bpy.context.scene, 25)
+    res = kf.write_take(rig, smooth_channels(cadence), take_name="Très longue prise " * 8)
+    names = res["actions"]
+    assert names["face"].endswith(" face") and names["head"].endswith(" head"), names
+    assert all(len(n.encode()) <= 63 for n in names.values())
+
+
 def test_replace_keeps_keys_outside_the_written_range(cadence, rig):
     import bpy
 
