@@ -282,15 +282,27 @@ def test_first_calibration_runs_in_steps_and_cancel_leaves_nothing(cadence, clea
         assert bpy.ops.cadence.add_head() == {"FINISHED"}
         rig = bpy.context.active_object
         model_file = rig["cadence"]["model_file"]
+        # A short video of the head (the job checks the video before it calibrates; it is never tracked).
+        import cv2
+
+        scene = bpy.context.scene
+        cadence.operators.preview.stage(scene, rig, engine="WORKBENCH", size=128)
+        scene.render.filepath = str(tmp_path / "face.png")
+        bpy.ops.render.render(write_still=True)
+        face = cv2.imread(str(tmp_path / "face.png"))
         video = tmp_path / "clip.mp4"
-        video.write_bytes(b"never read: the job is cancelled before it is submitted")
+        out = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, face.shape[1::-1])
+        for _ in range(30):
+            out.write(face)
+        out.release()
+        bpy.context.view_layer.objects.active = rig
         kinds = ("scenes", "objects", "meshes", "cameras", "worlds", "images")
         before = {k: sorted(getattr(bpy.data, k).keys()) for k in kinds}
         tmp_before = set(glob.glob(f"{tempfile.gettempdir()}/cadence-lmk-*"))
         job = cadence.operators.track_video.TrackJob(bpy.context, str(video), {})
         messages = []
         for _ in range(200):
-            assert job.start(budget_s=0.0) is False  # one step at a time, never submitted
+            assert job.start(budget_s=0.0) is False  # one step at a time (the first checks the video)
             messages.append(job.message)
             if "expression 2 of" in job.message:
                 break
