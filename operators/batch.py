@@ -151,7 +151,7 @@ def output_names(audio_files: list[str]) -> list[str]:
 
 
 def _same_file(a: Path, b: str) -> bool:
-    return os.path.abspath(os.path.realpath(a)) == os.path.abspath(os.path.realpath(b))
+    return os.path.realpath(a) == os.path.realpath(b)
 
 
 def _open_base(base_blend: str) -> None:

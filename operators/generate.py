@@ -89,11 +89,9 @@ class GenerateJob(WorkerJob):
                                       mode=opts["mode"], groups=groups,
                                       reduce_tolerance=opts.get("reduce_tolerance"))
         if opts.get("set_frame_range"):
-            if frame_start >= 0:
-                scene.frame_start, scene.frame_end = frame_start, last
-            else:  # Blender's scene range cannot start below frame 0
-                report["notes"].append(f"the take starts at frame {frame_start}: the scene's frame range, which "
-                                       "cannot start below 0, was left as it was")
+            note = keyframes.set_scene_range(scene, frame_start, last)
+            if note:
+                report["notes"].append(note)
         if opts.get("add_sound"):
             add_sound_strip(scene, self.params["audio"], frame_start)
         # What the user should know: the worker's notes (a transcript it could not use...) and the writer's.

@@ -268,6 +268,15 @@ def _target_action(id_block, part: str, take: str, mode: str, notes: list[str]):
     return action, True
 
 
+def set_scene_range(scene: bpy.types.Scene, first: int, last: int) -> str | None:
+    """Set the scene's frame range to a take's frames; a note instead when it starts below 0 (Blender's scene
+    range cannot)."""
+    if first < 0:
+        return f"the take starts at frame {first}: the scene's frame range, which cannot start below 0, was left as it was"
+    scene.frame_start, scene.frame_end = first, last
+    return None
+
+
 # Blender's frame limits (MINAFRAME / MAXFRAME): keys outside them cannot be written.
 MIN_FRAME, MAX_FRAME = -1048574, 1048574
 

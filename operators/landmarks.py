@@ -91,11 +91,8 @@ CALIBRATION_VERSION = 6
 
 def embedding_path(model: HeadModel, context: bpy.types.Context, model_hash: str = "") -> str:
     """Where the landmark-embedded model is cached: heads/<hash>_mp478v<N>.npz."""
-    from ..panels.preferences import cache_dir
-
-    folder = os.path.join(cache_dir(context), "heads")
-    os.makedirs(folder, exist_ok=True)
-    return os.path.join(folder, f"{model_hash or model.content_hash()}_mp478v{CALIBRATION_VERSION}.npz")
+    return os.path.join(head_cache.heads_folder(context),
+                        f"{model_hash or model.content_hash()}_mp478v{CALIBRATION_VERSION}.npz")
 
 
 def _store(rig: bpy.types.Object, model: HeadModel, context: bpy.types.Context, how: str) -> str:

@@ -132,10 +132,9 @@ class TrackJob(WorkerJob):
                                         show_background=opts.get("show_background", True), frame_start=frame_start)
         warnings = list(data.get("warnings", []))
         if opts.get("set_frame_range", True):
-            if frame_start >= 0:
-                scene.frame_start, scene.frame_end = frame_start, last
-            else:  # Blender's scene range cannot start below frame 0
-                warnings.append(f"the take starts at frame {frame_start}: the scene's frame range was left as it was")
+            note = keyframes.set_scene_range(scene, frame_start, last)
+            if note:
+                warnings.append(note)
         strip = None
         if data.get("audio_file") and opts.get("add_sound", True):
             strip = add_sound_strip(scene, self.video, frame_start)  # the video itself: it outlives the cache

@@ -121,6 +121,8 @@ def test_pool_processes_end_when_their_worker_is_killed(tmp_path):
     import subprocess
     import sys
 
+    from test_worker_client import _gone
+
     pids = tmp_path / "pids.txt"
     script = ("import os, sys\n"
               f"sys.path.insert(0, {str(Path(recognition_pool.__file__).parents[1])!r})\n"
@@ -133,17 +135,9 @@ def test_pool_processes_end_when_their_worker_is_killed(tmp_path):
     children = [int(p) for p in pids.read_text().split()]
     assert len(children) == 2
     deadline = time.monotonic() + 10.0
-    while any(_alive(pid) for pid in children):
+    while not all(_gone(pid) for pid in children):
         assert time.monotonic() < deadline, "pool processes outlived their worker"
         time.sleep(0.1)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def test_process_count_from_environment(monkeypatch):
