@@ -61,7 +61,7 @@ def main() -> int:
     cadence = blender_session.enable_cadence(_scratch)
     status = 0
     try:
-        from bl_ext.cadence_dev.cadence.panels.preferences import cache_dir
+        from bl_ext.cadence_dev.cadence.operators.prefs import cache_dir
 
         try:
             from bl_ext.cadence_dev.cadence.inference.default_head import load_or_build

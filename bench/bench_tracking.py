@@ -101,7 +101,7 @@ def render_clip(dest: Path, model_file: Path, n: int) -> str:
         frames.mkdir(parents=True, exist_ok=True)
         scene.render.filepath = str(frames / "f_")
         bpy.ops.render.render(animation=True)
-        prefs = cadence.panels.preferences.get_preferences()
+        prefs = cadence.operators.prefs.get_preferences()
         prefs.cache_dir = str(dest.parent)
         model_file.write_text(cadence.operators.landmarks.ensure_landmark_embedding(rig, bpy.context))
     finally:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import numpy as np
 
 from . import audio as audio_mod
-from . import head_motion, lipsync, phonemes, visemes
+from . import head_motion, lipsync, phone_stream, visemes
 from .coarticulation import frame_times
 from .head_model import HeadModel
 from .protocol import Channels
@@ -71,7 +71,7 @@ def animate_audio(
     vis = visemes.solve_visemes(head)
     timings["visemes"] = time.perf_counter() - t0
 
-    stream = phonemes.PhoneStream(transcript, expected_duration=info.duration, cancelled=cancelled)
+    stream = phone_stream.PhoneStream(transcript, expected_duration=info.duration, cancelled=cancelled)
     dbs, f0s = [], []
     n_samples, peak = 0, 0.0
     chunks = audio_mod.iter_chunks(info.path)

@@ -22,6 +22,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from . import phonemes
 from .phonemes import PhoneSeg
 
 SR = 16_000
@@ -187,3 +188,9 @@ def _insert(phones: list[PhoneSeg], seg: PhoneSeg) -> list[PhoneSeg]:
     out.append(seg)
     out.sort(key=lambda p: p.start)
     return out
+
+
+def recognize_with_closures(audio: np.ndarray, offset: float = 0.0) -> list[PhoneSeg]:
+    """Phone recognition plus the bilabial stops found acoustically (see ``refine``):
+    recognition alone hears few /p b/, and lips that stay open on them look wrong."""
+    return refine(phonemes.recognize(audio, offset), audio, offset)

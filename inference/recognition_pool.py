@@ -18,7 +18,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 
-from . import phonemes
+from . import closures, phonemes
 
 ENV_PROCESSES = "CADENCE_RECOGNITION_PROCESSES"
 MAX_DEFAULT_PROCESSES = 4
@@ -75,7 +75,7 @@ def _warm() -> int:
 
 def recognize_segment(audio: np.ndarray, offset: float) -> list[phonemes.PhoneSeg]:
     """What a pool process runs: recognition plus acoustic closures on one cut segment."""
-    return phonemes.recognize_with_closures(audio, offset)
+    return closures.recognize_with_closures(audio, offset)
 
 
 def get_pool(processes: int) -> ProcessPoolExecutor:

@@ -78,7 +78,7 @@ def _load_model(path: str, context: bpy.types.Context):
     """The HeadModel for ``path`` (a FLAME/Cadence file) or the default head when ``path`` is empty."""
     if not path:
         from ..inference import default_head
-        from ..panels.preferences import cache_dir
+        from .prefs import cache_dir
 
         return default_head.load_or_build(cache_dir(context))
     if not os.path.isfile(path):

@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 
 def heads_folder(context: bpy.types.Context | None = None) -> str:
-    from ..panels.preferences import cache_dir
+    from .prefs import cache_dir
 
     folder = os.path.join(cache_dir(context), "heads")
     os.makedirs(folder, exist_ok=True)
@@ -59,7 +59,7 @@ def find_model_file(meta, context: bpy.types.Context | None = None) -> str:
     try:
         if source.startswith("cadence-default-head"):
             from ..inference import default_head
-            from ..panels.preferences import cache_dir
+            from .prefs import cache_dir
 
             model = default_head.load_or_build(cache_dir(context))
         elif source and os.path.isfile(source):

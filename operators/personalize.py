@@ -48,7 +48,7 @@ def reusable_track(rig: bpy.types.Object, video: str) -> dict | None:
 
 def persona_path(video: str, rig: bpy.types.Object) -> str:
     """Where a persona for ``video`` is stored: next to the saved .blend, else in Cadence's cache."""
-    from ..panels.preferences import cache_dir
+    from .prefs import cache_dir
 
     stem = re.sub(r"[^\w.-]+", "_", os.path.splitext(os.path.basename(video))[0]) or "persona"
     if bpy.data.filepath:

@@ -28,7 +28,7 @@ class SetupError(RuntimeError):
 
 
 def worker_venv_dir() -> str:
-    from ..panels.preferences import ADDON_ID
+    from .prefs import ADDON_ID
 
     return bpy.utils.extension_path_user(ADDON_ID, path="worker-venv", create=False)
 

@@ -149,7 +149,7 @@ class TrackJob(WorkerJob):
 
 def _keep_track_files(data: dict, stem: str) -> dict:
     """Copy the tracked take (and its audio) out of the worker's job folder, which is cleaned up later."""
-    from ..panels.preferences import cache_dir
+    from .prefs import cache_dir
 
     folder = os.path.join(cache_dir(), "tracks", f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}")
     os.makedirs(folder, exist_ok=True)

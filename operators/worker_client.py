@@ -421,7 +421,7 @@ def _venv_python(venv: str) -> str:
 
 def default_pythons() -> list[str]:
     """Where the worker's Python is looked for when the preference is empty, in order."""
-    from ..panels.preferences import ADDON_ID
+    from .prefs import ADDON_ID
 
     candidates = [_venv_python(os.path.join(EXT_DIR, ".venv"))]  # development / CI checkout
     try:
@@ -447,8 +447,8 @@ def _kill_group(proc: subprocess.Popen) -> None:
 
 def resolve_python(context=None) -> str:
     """The worker Python from the preferences (empty: the first existing default); raises WorkerError."""
-    from ..panels.preferences import get_preferences
     from .paths import user_path
+    from .prefs import get_preferences
 
     prefs = get_preferences(context)
     configured = user_path(prefs.worker_python) if prefs else ""
@@ -467,7 +467,7 @@ def resolve_python(context=None) -> str:
 def get_client(context=None) -> WorkerClient:
     """The shared worker client, started on first use and restarted if it died or the preference changed."""
     global _client, _atexit_registered
-    from ..panels.preferences import cache_dir
+    from .prefs import cache_dir
 
     python = resolve_python(context)
     with _client_lock:

@@ -53,7 +53,7 @@ def cache_folder(cadence):
 
     @contextlib.contextmanager
     def use(folder):
-        prefs = cadence.panels.preferences.get_preferences()
+        prefs = cadence.operators.prefs.get_preferences()
         old = prefs.cache_dir
         prefs.cache_dir = str(folder)
         try:

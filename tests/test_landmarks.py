@@ -64,7 +64,7 @@ def _default_head(cadence):
     import bpy
 
     default_head = importlib.import_module(f"{cadence.__name__}.inference.default_head")
-    return default_head.load_or_build(cadence.panels.preferences.cache_dir(bpy.context))
+    return default_head.load_or_build(cadence.operators.prefs.cache_dir(bpy.context))
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from inference import audio_features as af
-from inference import pose_net, train_pose
+from inference import pose_net, train_general, train_pose
 from inference.protocol import Channels
 
 torch.set_num_threads(1)
@@ -209,10 +209,10 @@ def test_general_cli_trains_from_a_folder_of_tracked_clips(tmp_path, capsys):
         ch.save(sub / "take.npz")
         soundfile.write(sub / "take.wav", np.repeat(y, 3)[::2], 24000)  # not 16 kHz: gets resampled
     out = tmp_path / "general.pt"
-    rc = train_pose.main(["--general", str(tmp_path), "--out", str(out), "--epochs", "2", "--seq-len", "16",
+    rc = train_general.main(["--general", str(tmp_path), "--out", str(out), "--epochs", "2", "--seq-len", "16",
                           "--hidden", "16", "--layers", "1", "--fc", "16", "--conv", "4,8"])
     assert rc == 0, capsys.readouterr()
     g = persona.load_general_model(out)
     assert g["expr_names"] == ["browInnerUp", "jawOpen"] and g["meta"]["n_clips"] == 2
-    assert train_pose.main(["--general", str(tmp_path / "speaker0" / "nothing"), "--out", str(out)]) == 1
+    assert train_general.main(["--general", str(tmp_path / "speaker0" / "nothing"), "--out", str(out)]) == 1
     assert "no tracked clips" in capsys.readouterr().err

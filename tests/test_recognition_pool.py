@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from inference import audio, phonemes, recognition_pool
-from inference.phonemes import SR, PhoneStream
+from inference.phone_stream import PhoneStream
+from inference.phonemes import SR
 
 SPEECH = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "speech"  # as conftest's speech_fixtures
 FIXTURES = ("librispeech-198-209-0000", "librispeech-3436-172162-0000", "librispeech-5703-47212-0000")

@@ -447,7 +447,7 @@ def test_default_head_via_operator_is_exact(cadence, clean_scene, tmp_path):
     meta = rig_mod.rig_model_info(rig)
     assert meta["model_source"].startswith("cadence-default-head")
     default_head = importlib.import_module(f"{cadence.__name__}.inference.default_head")
-    model = default_head.load_or_build(cadence.panels.preferences.cache_dir())
+    model = default_head.load_or_build(cadence.operators.prefs.cache_dir())
     assert meta["model_hash"] == model.content_hash()
     mesh = rig_mod.rig_mesh(rig)
     assert [g.name for g in mesh.vertex_groups] == list(model.joint_names)
