@@ -151,7 +151,7 @@ def main(argv: list[str]) -> int:
             return 1
         return 1 if result.failed else 0
     finally:
-        cadence.operators.worker_client.shutdown_client()
+        cadence.operators.worker.session.shutdown_client()
         if session is not None:
             session.disable_cadence()
 

@@ -63,7 +63,7 @@ def main() -> int:
     import bpy
 
     cadence = blender_session.enable_cadence(scratch)
-    wc = cadence.operators.worker_client
+    wc = cadence.operators.worker.session
     try:
         bpy.ops.wm.read_homefile(use_empty=True)
         bpy.context.scene.render.fps = 30
@@ -92,7 +92,7 @@ def main() -> int:
         channels = cadence.inference.protocol.Channels.load(job.result["channels_file"])
         t_transfer = time.perf_counter() - t1
         t2 = time.perf_counter()
-        cadence.operators.keyframes.write_take(rig, channels, frame_start=1, take_name="bench2")
+        cadence.operators.keys.keyframes.write_take(rig, channels, frame_start=1, take_name="bench2")
         t_write = time.perf_counter() - t2
         total = time.perf_counter() - t_all
         stages = job.result.get("timings", {})

@@ -81,9 +81,9 @@ def check(bpy, np, key, n_channels, n_frames) -> float:
 
 
 def bench_take(bpy, np, cadence, n_expr, n_frames) -> tuple[float, dict]:
-    hm = cadence.inference.head_model
-    rig_mod = importlib.import_module(f"{cadence.__name__}.operators.rig")
-    kf = importlib.import_module(f"{cadence.__name__}.operators.keyframes")
+    hm = cadence.inference.heads.head_model
+    rig_mod = importlib.import_module(f"{cadence.__name__}.operators.rig.build")
+    kf = importlib.import_module(f"{cadence.__name__}.operators.keys.keyframes")
     Channels = cadence.inference.protocol.Channels
     rng = np.random.default_rng(0)
     n_lat, n_lon = 6, 8
@@ -120,7 +120,7 @@ def main() -> None:
 
     cadence = blender_session.enable_cadence(scratch)
     try:
-        fc = importlib.import_module(f"{cadence.__name__}.operators.fcurves")
+        fc = importlib.import_module(f"{cadence.__name__}.operators.keys.fcurves")
         bpy.ops.wm.read_homefile(use_empty=True)
         bpy.context.scene.render.fps, bpy.context.scene.render.fps_base = 25, 1.0
         C, F, Ci = args.channels, args.frames, min(args.insert_channels or args.channels, args.channels)

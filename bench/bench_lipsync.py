@@ -30,7 +30,8 @@ def main() -> None:
     import numpy as np
     import soundfile as sf
 
-    from inference import animate, audio
+    from inference.audio import decode as audio
+    from inference.motion import animate
 
     fixtures = sorted((ROOT.parent / "shared" / "fixtures" / "speech").glob("*.ogg"))
     if not fixtures:
@@ -38,14 +39,14 @@ def main() -> None:
     x = np.concatenate([audio.load_audio(f) for f in fixtures])
     x = np.tile(x, int(np.ceil(60 * 16_000 / x.size)))[: 60 * 16_000]
     if args.head == "default":
-        from inference.default_head import build_default_head
+        from inference.heads.default_head import build_default_head
 
         head = build_default_head()
     else:
         import synthetic_head
 
         head = synthetic_head.build()
-    from inference import recognition_pool
+    from inference.lips import recognition_pool
 
     pool_n = args.processes or recognition_pool.configured_processes()
     recognition_pool.get_pool(pool_n).submit(int).result()  # the pool is warm in a running worker

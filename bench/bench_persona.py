@@ -18,7 +18,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from inference import audio_features, persona, pose_net, train_pose  # noqa: E402
+from inference.audio import features as audio_features
+from inference.persona import persona, pose_net, train_pose  # noqa: E402
 from inference.protocol import Channels  # noqa: E402
 
 SR = 16000

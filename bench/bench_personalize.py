@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as the worker runs (operators/worker_client.py)
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as the worker runs (operators/worker/client.py)
 import numpy as np  # noqa: E402
 import soundfile as sf
 
@@ -47,13 +47,13 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads or default_threads)
 
-    from inference import persona as ps
-    from inference.audio import load_audio
-    from inference.default_head import cache_path, load_or_build
-    from inference.head_model import HeadModel
-    from inference.jobs_generate import generate
-    from inference.jobs_personalize import personalize_job
+    from inference.audio.decode import load_audio
+    from inference.heads.default_head import cache_path, load_or_build
+    from inference.heads.head_model import HeadModel
+    from inference.persona import persona as ps
     from inference.protocol import Channels
+    from inference.worker.generate import generate
+    from inference.worker.personalize import personalize_job
 
     tmp = Path(tempfile.mkdtemp(prefix="cadence-bench-personalize-"))
     load_or_build(tmp)

@@ -36,14 +36,16 @@ def flame_sized(hm, seed: int = 0):
 def timed_build(cadence, model, label: str) -> None:
     import bpy
 
-    rig_mod = cadence.operators.rig
+    rig_mod = cadence.operators.rig.build
+
+    pose_mod = cadence.operators.rig.pose
     bpy.ops.wm.read_homefile(use_empty=True)
     cached = rig_mod._model_file(model, bpy.context)  # cache write is once per head: time it apart
     t0 = time.perf_counter()
     rig = rig_mod.build_rig(model, bpy.context, model_file=cached)
     t1 = time.perf_counter()
     rng = np.random.default_rng(1)
-    rig_mod.set_pose(rig, expression=rng.normal(0, 1, model.n_expr), pose=rng.normal(0, 0.2, (model.n_joints, 3)))
+    pose_mod.set_pose(rig, expression=rng.normal(0, 1, model.n_expr), pose=rng.normal(0, 0.2, (model.n_joints, 3)))
     t2 = time.perf_counter()
     bpy.context.view_layer.update()
     mesh = rig_mod.rig_mesh(rig).evaluated_get(bpy.context.evaluated_depsgraph_get()).to_mesh()
@@ -64,7 +66,7 @@ def main() -> int:
         from bl_ext.cadence_dev.cadence.operators.prefs import cache_dir
 
         try:
-            from bl_ext.cadence_dev.cadence.inference.default_head import load_or_build
+            from bl_ext.cadence_dev.cadence.inference.heads.default_head import load_or_build
         except ImportError as exc:
             print(f"default head: not available ({exc})")
             status = 1
@@ -73,7 +75,7 @@ def main() -> int:
             head = load_or_build(cache_dir())
             print(f"default head load_or_build {time.perf_counter() - t0:7.3f} s")
             timed_build(cadence, head, "default head")
-        timed_build(cadence, flame_sized(cadence.inference.head_model), "FLAME-sized synthetic head")
+        timed_build(cadence, flame_sized(cadence.inference.heads.head_model), "FLAME-sized synthetic head")
     finally:
         blender_session.disable_cadence()
     return status

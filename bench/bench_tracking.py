@@ -32,10 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import torch
 
-    from inference import video as vid
-    from inference.fit import fit_landmarks
-    from inference.head_model import HeadModel
-    from inference.track import detect_video_landmarks
+    from inference.heads.head_model import HeadModel
+    from inference.tracking import video as vid
+    from inference.tracking.fit import fit_landmarks
+    from inference.tracking.track import detect_video_landmarks
 
     cache = Path(args.cache)
     clip = cache / f"bench_clip_{args.frames}.mp4"
@@ -93,7 +93,7 @@ def render_clip(dest: Path, model_file: Path, n: int) -> str:
         ch.set("expression", expr)
         ch.set("jaw", np.stack([0.15 + 0.15 * np.sin(5 * t), 0 * t, 0 * t], 1))
         ch.set("head_rotation", np.stack([0.2 * np.sin(0.9 * t), 0.45 * np.sin(0.6 * t), 0 * t], 1))
-        cadence.operators.keyframes.write_take(rig, ch, frame_start=1)
+        cadence.operators.keys.keyframes.write_take(rig, ch, frame_start=1)
         cadence.operators.preview.stage(scene, rig, engine="WORKBENCH", size=480)
         scene.render.resolution_x, scene.render.resolution_y = 640, 480
         scene.frame_start, scene.frame_end = 1, n

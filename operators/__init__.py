@@ -2,9 +2,12 @@
 
 import bpy
 
-from . import add_head, generate, landmarks, personalize, setup_worker, track_video, worker_client, worker_ops
+from . import add_head, generate, landmarks, personalize, track_video
 from . import batch as batch  # scripting API: cadence.operators.batch.run_batch, …
 from . import preview as preview
+from .worker import ops as worker_ops
+from .worker import session as worker_session
+from .worker import setup as setup_worker
 
 classes: tuple = (
     add_head.CADENCE_OT_add_head,
@@ -26,6 +29,6 @@ def register() -> None:
 
 
 def unregister() -> None:
-    worker_client.shutdown_client()  # no worker outlives the add-on
+    worker_session.shutdown_client()  # no worker outlives the add-on
     bpy.types.VIEW3D_MT_add.remove(add_head.draw_add_menu)
     _unregister()

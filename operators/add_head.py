@@ -7,9 +7,9 @@ import os
 
 import bpy
 
-from ..inference.head_model import HeadModelError
-from . import rig as rig_mod
+from ..inference.heads.head_model import HeadModelError
 from .paths import user_path
+from .rig import build as rig_mod
 
 log = logging.getLogger(__name__)
 
@@ -77,13 +77,13 @@ class CADENCE_OT_add_head(bpy.types.Operator):
 def _load_model(path: str, context: bpy.types.Context):
     """The HeadModel for ``path`` (a FLAME/Cadence file) or the default head when ``path`` is empty."""
     if not path:
-        from ..inference import default_head
+        from ..inference.heads import default_head
         from .prefs import cache_dir
 
         return default_head.load_or_build(cache_dir(context))
     if not os.path.isfile(path):
         raise HeadModelError(f"file not found: {path}")
-    from ..inference import head_files
+    from ..inference.heads import head_files
 
     model = head_files.load_head(path)
     model.source = path  # the rig records the file the user chose (a Cadence .npz may name another)

@@ -16,7 +16,7 @@ from pathlib import Path
 import bpy
 
 from . import generate
-from . import rig as rig_mod
+from .rig import build as rig_mod
 
 AUDIO_SUFFIXES = {ext.lstrip(".") for ext in generate.AUDIO_EXTENSIONS.split(";")}
 

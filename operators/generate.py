@@ -3,7 +3,7 @@
 The work runs in the worker process. `GenerateJob` holds one request from submission to the keys
 being written; the modal UI path polls it from a timer, the synchronous path (background mode,
 scripts, `execute()`) drives the same object in a loop, so both write identical keys (the shared
-machinery is in `worker_job`). Nothing touches the scene until the result is complete and valid.
+machinery is in `worker.job`). Nothing touches the scene until the result is complete and valid.
 """
 
 from __future__ import annotations
@@ -13,11 +13,12 @@ import os
 import bpy
 
 from ..inference.protocol import ChannelError, Channels
-from . import head_cache, keyframes
-from . import rig as rig_mod
+from .keys import keyframes
+from .keys.sound import add_sound_strip
 from .paths import user_file
-from .sound import add_sound_strip
-from .worker_job import JobFailed, ModalJobOperator, WorkerJob
+from .rig import build as rig_mod
+from .rig import head_cache
+from .worker.job import JobFailed, ModalJobOperator, WorkerJob
 
 # What the user picks -> channel groups of the take.
 GROUP_SETS = {

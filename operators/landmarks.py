@@ -24,12 +24,13 @@ import bpy
 import numpy as np
 from mathutils.bvhtree import BVHTree
 
-from ..inference.head_model import HeadModel, HeadModelError
-from ..inference.landmark_rig import EXPR_DRIFT_KEY
-from ..inference.pose_calibration import CORRECTION_KEY
-from . import head_cache
-from . import rig as rig_mod
-from .landmark_calibration import (
+from ..inference.heads.head_model import HeadModel, HeadModelError
+from ..inference.tracking.landmark_rig import EXPR_DRIFT_KEY
+from ..inference.tracking.pose_calibration import CORRECTION_KEY
+from .paths import user_path
+from .rig import build as rig_mod
+from .rig import head_cache
+from .tracking.landmark_calibration import (
     Steps,
     calibrate_pose_steps,
     expression_drift_steps,
@@ -37,7 +38,7 @@ from .landmark_calibration import (
     run_steps,
     scaled,
 )
-from .landmark_render import (  # noqa: F401 - re-exported: the module's public geometry
+from .tracking.landmark_render import (  # noqa: F401 - re-exported: the module's public geometry
     N_MEDIAPIPE,
     RENDER_SIZE,
     SCHEME,
@@ -50,9 +51,8 @@ from .landmark_render import (  # noqa: F401 - re-exported: the module's public 
     frame_camera,
     render_view,
 )
-from .landmark_solve import embed  # noqa: F401 - re-exported
-from .paths import user_path
-from .worker_job import ModalJobOperator, WorkerJob
+from .tracking.landmark_solve import embed  # noqa: F401 - re-exported
+from .worker.job import ModalJobOperator, WorkerJob
 
 # (yaw, pitch) of the detailed views in degrees: the poses a tracked face typically takes.
 # A yaw x pitch grid: the embedding is solved over all of them, and each landmark's scatter across them is kept
@@ -173,7 +173,7 @@ def build_from_render(rig: bpy.types.Object, context: bpy.types.Context, views=D
 
 def load_from_file(rig: bpy.types.Object, context: bpy.types.Context, filepath: str) -> str:
     """Load a MediaPipe embedding file (lmk_face_idx, lmk_b_coords, landmark_indices) for the rig's head."""
-    from ..inference import head_files
+    from ..inference.heads import head_files
 
     model, _info = _rig_model(rig)
     path = user_path(filepath)

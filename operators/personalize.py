@@ -13,9 +13,9 @@ import re
 
 import bpy
 
-from . import head_cache
-from . import rig as rig_mod
 from .paths import user_path
+from .rig import build as rig_mod
+from .rig import head_cache
 from .track_video import (
     VIDEO_EXTENSIONS,
     TrackVideoError,
@@ -24,7 +24,7 @@ from .track_video import (
     scene_fps,
     tracking_head_steps,
 )
-from .worker_job import ModalJobOperator, WorkerJob
+from .worker.job import ModalJobOperator, WorkerJob
 
 PERSONA_SUFFIX = ".persona.pt"
 

@@ -63,7 +63,7 @@ def stage(scene: bpy.types.Scene, rig: bpy.types.Object, engine: str = "EEVEE", 
         scene.collection.objects.link(light)
 
     if not mesh.data.materials:  # a head built before materials existed, or a user's mesh
-        from . import materials
+        from .rig import materials
 
         materials.assign(mesh.data, None)
 
@@ -103,8 +103,8 @@ def set_video_output(scene: bpy.types.Scene, filepath: str) -> None:
 def render_preview(scene: bpy.types.Scene, filepath: str, size: int = 256, audio: str | None = None,
                    engine: str = "EEVEE") -> str:
     """Stage the scene's Cadence rig if needed and render the frame range to an mp4 with sound."""
-    from . import rig as rig_mod
-    from .sound import add_sound_strip
+    from .keys.sound import add_sound_strip
+    from .rig import build as rig_mod
 
     rig = next((o for o in scene.objects if rig_mod.find_rig(o) is o), None)
     if rig is None:

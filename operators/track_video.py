@@ -18,11 +18,15 @@ import bpy
 import numpy as np
 
 from ..inference.protocol import ChannelError, Channels
-from . import camera_match, keyframes, worker_client
-from . import rig as rig_mod
+from .keys import keyframes
+from .keys.sound import add_sound_strip
 from .paths import user_file
-from .sound import add_sound_strip
-from .worker_job import JobFailed, ModalJobOperator, WorkerJob
+from .rig import build as rig_mod
+from .rig import pose as pose_mod
+from .tracking import camera_match
+from .worker import client as worker_client
+from .worker import session as worker_session
+from .worker.job import JobFailed, ModalJobOperator, WorkerJob
 
 VIDEO_EXTENSIONS = ".mp4;.mov;.mkv;.avi;.webm;.m4v;.mpg;.mpeg"
 
@@ -46,7 +50,7 @@ def tracking_head_steps(rig: bpy.types.Object, context: bpy.types.Context, video
 
     yield 0.0, "checking the video"
     try:
-        worker_client.get_client(context).run_sync("check_video", {"video": video})
+        worker_session.get_client(context).run_sync("check_video", {"video": video})
     except worker_client.WorkerError as exc:
         raise TrackVideoError(str(exc)) from exc
     meta = rig["cadence"]
@@ -127,7 +131,7 @@ class TrackJob(WorkerJob):
         report = keyframes.write_take(rig, channels, frame_start=frame_start, take_name=take,
                                       mode=opts.get("mode", "NEW"))
         if identity.size:
-            rig_mod.apply_identity(rig, identity)
+            pose_mod.apply_identity(rig, identity)
         cam = camera_match.match_camera(scene, rig, camera, self.video,
                                         show_background=opts.get("show_background", True), frame_start=frame_start)
         warnings = list(data.get("warnings", []))

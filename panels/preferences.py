@@ -27,7 +27,7 @@ class CADENCE_AddonPreferences(bpy.types.AddonPreferences):
         layout = self.layout
         layout.prop(self, "worker_python")
         layout.prop(self, "cache_dir")
-        from ..operators import worker_ops  # late: panels register before operators
+        from ..operators.worker import ops as worker_ops  # late: panels register before operators
 
         row = layout.row()
         row.label(text=worker_ops.status_text(), icon=_STATUS_ICONS[worker_ops.last_check["ok"]])

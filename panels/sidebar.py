@@ -2,7 +2,7 @@
 
 import bpy
 
-from ..operators import rig as rig_mod
+from ..operators.rig import build as rig_mod
 
 
 class CADENCE_PT_main(bpy.types.Panel):

@@ -31,9 +31,9 @@ _FULL_POSE_RENDERS: list[int] = []
 
 @pytest.fixture(scope="session")
 def cadence():
-    """The Cadence extension package, enabled in bpy (``cadence.operators.rig`` etc. are reachable)."""
+    """The Cadence extension package, enabled in bpy (``cadence.operators.rig.build`` etc. are reachable)."""
     module = blender_session.enable_cadence(_scratch)
-    calib = module.operators.landmark_calibration
+    calib = module.operators.tracking.landmark_calibration
     _FULL_POSE_RENDERS.append(calib.POSE_RENDERS)
     calib.POSE_RENDERS = TEST_POSE_RENDERS
     yield module

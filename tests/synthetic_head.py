@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from inference.head_model import HeadModel
+from inference.heads.head_model import HeadModel
 
 
 def build(with_landmarks: bool = True, lip_vertices: bool = False) -> HeadModel:

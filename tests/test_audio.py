@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from inference import audio
-from inference.audio import AudioError
+from inference.audio import decode as audio
+from inference.audio.decode import AudioError
 
 
 def _tone(sr: float, seconds: float, freq: float = 440.0, channels: int = 1) -> np.ndarray:

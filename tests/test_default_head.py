@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from inference.default_head import DEFAULT_HEAD_VERSION, build_default_head, cache_path, load_or_build
-from inference.head_model import HeadModel
+from inference.heads.default_head import DEFAULT_HEAD_VERSION, build_default_head, cache_path, load_or_build
+from inference.heads.head_model import HeadModel
 
 REQUIRED = (
     "mouthFunnel mouthPucker mouthSmile_L mouthSmile_R mouthStretch_L mouthStretch_R mouthPress mouthClose "
@@ -254,8 +254,8 @@ def test_landmarks_sit_on_their_features(head):
 
 def test_brows_ride_the_skin_between_the_brow_landmarks(head):
     """Each brow lies just above the skin, spans the band MediaPipe's brow points outline, and moves with it."""
-    from inference.default_head.brows import LIFT, SINK, ray_front
-    from inference.default_head.landmarks import BROW_L, BROW_R
+    from inference.heads.default_head.brows import LIFT, SINK, ray_front
+    from inference.heads.default_head.landmarks import BROW_L, BROW_R
 
     ids, lm, v0 = list(head.lmk_ids), head.landmarks(), head.v_template
     skin = v0[: head.meta["n_skin_vertices"]]
@@ -301,7 +301,7 @@ def test_cache_roundtrip_and_rebuild(tmp_path: Path, head):
 
 def test_package_stays_light():
     forbidden = {"bpy", "bmesh", "mathutils", "scipy", "cv2", "mediapipe", "torch", "skimage"}
-    for py in (Path(__file__).parents[1] / "inference" / "default_head").glob("*.py"):
+    for py in (Path(__file__).parents[1] / "inference" / "heads" / "default_head").glob("*.py"):
         tree = ast.parse(py.read_text())
         for node in ast.walk(tree):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else (

@@ -56,19 +56,7 @@ def test_enabled_as_extension(cadence):
     assert hasattr(bpy.context.scene, "cadence")
 
 
-def test_blender_side_never_imports_heavy_libraries():
-    import re
-
-    heavy = re.compile(r"^\s*(import|from)\s+(torch|librosa|cv2|scipy|mediapipe|pocketsphinx)\b", re.M)
-    for d in ("operators", "panels"):
-        for f in (ROOT / d).rglob("*.py"):
-            assert not heavy.search(f.read_text()), f"{f} imports a heavy library"
-    bpy_import = re.compile(r"^\s*(import|from)\s+(bpy|bmesh|mathutils)\b", re.M)
-    for f in (ROOT / "inference").rglob("*.py"):
-        assert not bpy_import.search(f.read_text()), f"{f} imports Blender"
-
-
-@pytest.mark.parametrize("module", ["inference.protocol", "inference.head_model"])
+@pytest.mark.parametrize("module", ["inference.protocol", "inference.heads.head_model"])
 def test_shared_modules_are_light(module):
     code = f"import sys, {module}; bad = {{'torch', 'librosa', 'cv2', 'scipy', 'bpy'}} & set(sys.modules); print(sorted(bad)); sys.exit(bool(bad))"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)

@@ -193,7 +193,7 @@ def test_a_moved_cache_finds_or_rebuilds_the_head(cadence, rig, wav, cache_folde
     import bpy
     from flame_fixture import write_flame_pkl
 
-    head_cache = cadence.operators.head_cache
+    head_cache = cadence.operators.rig.head_cache
     rig["cadence"]["model_file"] = str(tmp_path / "other-machine" / "heads" / "gone.npz")
     with cache_folder(tmp_path / "new-cache"):
         assert bpy.ops.cadence.generate(filepath=wav) == {"FINISHED"}, bpy.context.scene.cadence.last_error
@@ -201,11 +201,11 @@ def test_a_moved_cache_finds_or_rebuilds_the_head(cadence, rig, wav, cache_folde
     pkl = tmp_path / "my_flame.pkl"
     write_flame_pkl(pkl)
     assert bpy.ops.cadence.add_head(filepath=str(pkl)) == {"FINISHED"}
-    meta = cadence.operators.rig.rig_model_info(bpy.context.active_object)
+    meta = cadence.operators.rig.build.rig_model_info(bpy.context.active_object)
     meta["model_file"] = str(tmp_path / "gone.npz")
     with cache_folder(tmp_path / "flame-cache"):
         found = head_cache.find_model_file(meta)
-        assert found and cadence.inference.head_model.HeadModel.load(found).content_hash() == meta["model_hash"]
+        assert found and cadence.inference.heads.head_model.HeadModel.load(found).content_hash() == meta["model_hash"]
     pkl.unlink()
     with cache_folder(tmp_path / "empty-cache"):
         assert head_cache.find_model_file(meta) == ""
@@ -240,7 +240,7 @@ def test_container_without_ffmpeg_names_what_to_install(cadence, rig, wav, tmp_p
     m4a = tmp_path / "line.m4a"
     subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-i", wav, str(m4a)], check=True)
     monkeypatch.setenv("CADENCE_FFMPEG", "")
-    cadence.operators.worker_client.shutdown_client()  # the next job starts a worker without ffmpeg
+    cadence.operators.worker.session.shutdown_client()  # the next job starts a worker without ffmpeg
     try:
         before = _snapshot(rig)
         assert bpy.ops.cadence.generate(filepath=str(m4a)) == {"CANCELLED"}
@@ -248,7 +248,7 @@ def test_container_without_ffmpeg_names_what_to_install(cadence, rig, wav, tmp_p
         assert "ffmpeg" in bpy.context.scene.cadence.last_error
     finally:
         monkeypatch.delenv("CADENCE_FFMPEG")
-        cadence.operators.worker_client.shutdown_client()
+        cadence.operators.worker.session.shutdown_client()
 
 
 def test_a_transcript_that_cannot_be_used_is_reported(cadence, rig, wav):
@@ -272,7 +272,7 @@ def test_start_frames_outside_the_timeline(cadence, rig, wav):
 
     scene = bpy.context.scene
     before = _snapshot(rig)
-    last = cadence.operators.keyframes.MAX_FRAME
+    last = cadence.operators.keys.keyframes.MAX_FRAME
     for start in (2**31 - 1, last - 10, -2**31):
         assert bpy.ops.cadence.generate(filepath=wav, frame_start=start) == {"CANCELLED"}, start
         assert "timeline" in scene.cadence.last_error and _snapshot(rig) == before, start

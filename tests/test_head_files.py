@@ -14,8 +14,8 @@ import flame_fixture as ff
 import numpy as np
 import pytest
 
-from inference import head_files as hf
-from inference.head_model import HeadModel, HeadModelError
+from inference.heads import head_files as hf
+from inference.heads.head_model import HeadModel, HeadModelError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -359,7 +359,7 @@ def test_head_files_never_imports_scipy(flame_pkl):
     script = textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(ROOT)!r})
-        import inference.head_files as hf
+        import inference.heads.head_files as hf
         assert "scipy" not in sys.modules, "import pulled in scipy"
         m = hf.load_head({str(flame_pkl[0])!r})
         assert m.n_vertices > 0

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from inference.head_model import HeadModel, HeadModelError, from_flame_arrays, rodrigues
+from inference.heads.head_model import HeadModel, HeadModelError, from_flame_arrays, rodrigues
 
 N_SHAPE, N_EXPR = 4, 6
 

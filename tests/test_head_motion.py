@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from inference import head_motion as hm
+from inference.audio import prosody
+from inference.motion import head_motion as hm
 
 
-def _prosody(seconds: float, speech_s: float = 3.0, pause_s: float = 1.0, seed: int = 0) -> hm.Prosody:
+def _prosody(seconds: float, speech_s: float = 3.0, pause_s: float = 1.0, seed: int = 0) -> prosody.Prosody:
     """Alternating speech and pauses with a wobbling pitch, at 100 Hz."""
     n = int(seconds * 100)
     t = np.arange(n) / 100
@@ -16,16 +17,16 @@ def _prosody(seconds: float, speech_s: float = 3.0, pause_s: float = 1.0, seed: 
     rng = np.random.default_rng(seed)
     db = np.where(speech, -20 + 6 * np.sin(2 * np.pi * 4 * t) + rng.normal(0, 1, n), -65 + rng.normal(0, 1, n))
     f0 = np.where(speech, 140 * 2 ** (np.sin(2 * np.pi * 0.5 * t) / 6), 0.0)
-    return hm.summarize(db, f0)
+    return prosody.summarize(db, f0)
 
 
 def test_yin_finds_pitch():
     sr = 16_000
     t = np.arange(sr) / sr
     x = 0.3 * np.sign(np.sin(2 * np.pi * 150 * t)) * 0.5 + 0.2 * np.sin(2 * np.pi * 300 * t)
-    db, f0 = hm.chunk_features(x.astype(np.float32))
+    db, f0 = prosody.chunk_features(x.astype(np.float32))
     assert db.size == 100 and np.median(f0[5:-5]) == pytest.approx(150, rel=0.03)
-    _, f0n = hm.chunk_features(np.random.default_rng(0).normal(0, 0.1, sr).astype(np.float32))
+    _, f0n = prosody.chunk_features(np.random.default_rng(0).normal(0, 0.1, sr).astype(np.float32))
     assert np.mean(f0n > 0) < 0.3  # noise is mostly unvoiced
 
 

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def kr():
-    spec = importlib.util.spec_from_file_location("cadence_key_reduction", ROOT / "operators" / "key_reduction.py")
+    spec = importlib.util.spec_from_file_location("cadence_key_reduction", ROOT / "operators" / "keys" / "key_reduction.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -96,7 +96,7 @@ def test_bezier_emulation_matches_blender(cadence, clean_scene, kr):
     """The emulated auto-clamped Bezier equals Blender's FCurve.evaluate, on and between frames."""
     import bpy
 
-    fc = importlib.import_module(f"{cadence.__name__}.operators.fcurves")
+    fc = importlib.import_module(f"{cadence.__name__}.operators.keys.fcurves")
     ob = bpy.data.objects.new("probe", None)
     bpy.context.scene.collection.objects.link(ob)
     action = fc.ensure_action(ob, "probe")

@@ -19,14 +19,14 @@ TOL = 2e-5  # float32 key storage
 
 
 def _mods(cadence):
-    kf = importlib.import_module(f"{cadence.__name__}.operators.keyframes")
-    rig = importlib.import_module(f"{cadence.__name__}.operators.rig")
+    kf = importlib.import_module(f"{cadence.__name__}.operators.keys.keyframes")
+    rig = importlib.import_module(f"{cadence.__name__}.operators.rig.build")
     return kf, rig
 
 
 def small_head(cadence, seed: int = 3):
     """A tiny closed head whose joints move with expression (non-zero joint_expr_dirs)."""
-    hm = cadence.inference.head_model
+    hm = cadence.inference.heads.head_model
     rng = np.random.default_rng(seed)
     n_lat, n_lon = 6, 8
     la, lo = np.meshgrid(np.linspace(0.3, math.pi - 0.3, n_lat), np.linspace(0, 2 * math.pi, n_lon, endpoint=False),
@@ -355,6 +355,6 @@ def test_bad_input_gives_clear_errors(cadence, rig):
 
 def test_writer_never_inserts_keys_one_by_one():
     for name in ("keyframes.py", "fcurves.py"):
-        tree = ast.parse((ROOT / "operators" / name).read_text())
+        tree = ast.parse((ROOT / "operators" / "keys" / name).read_text())
         attrs = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
         assert "keyframe_insert" not in attrs and "insert" not in attrs, name

@@ -63,7 +63,7 @@ def _default_head(cadence):
 
     import bpy
 
-    default_head = importlib.import_module(f"{cadence.__name__}.inference.default_head")
+    default_head = importlib.import_module(f"{cadence.__name__}.inference.heads.default_head")
     return default_head.load_or_build(cadence.operators.prefs.cache_dir(bpy.context))
 
 
@@ -87,7 +87,7 @@ def _strip(model):
 def _rig_for(cadence, model):
     import bpy
 
-    rig = cadence.operators.rig.build_rig(model, bpy.context, name="Test Head")
+    rig = cadence.operators.rig.build.build_rig(model, bpy.context, name="Test Head")
     bpy.context.view_layer.objects.active = rig
     return rig
 
@@ -109,7 +109,7 @@ def test_embedding_from_render_matches_the_constructed_one(cadence, truth):
     from mathutils.bvhtree import BVHTree
 
     lm = cadence.operators.landmarks
-    HeadModel = cadence.inference.head_model.HeadModel
+    HeadModel = cadence.inference.heads.head_model.HeadModel
     stripped = _strip(truth)
     assert stripped.content_hash() == truth.content_hash()  # the hash ignores landmarks
     rig = _rig_for(cadence, stripped)
@@ -165,7 +165,7 @@ def test_default_head_gets_a_detector_calibrated_embedding(cadence, clean_scene,
     """The default head's by-construction embedding is biased against MediaPipe: tracking gets a calibrated one."""
     import bpy
 
-    HeadModel = cadence.inference.head_model.HeadModel
+    HeadModel = cadence.inference.heads.head_model.HeadModel
     with cache_folder(tmp_path / "cache"):
         assert bpy.ops.cadence.add_head() == {"FINISHED"}
         rig = bpy.context.active_object
@@ -184,7 +184,7 @@ def test_default_head_gets_a_detector_calibrated_embedding(cadence, clean_scene,
         # The detector's response to expressions and the jaw: MediaPipe's chin follows only part of an opening, so
         # its response sits above the embedded chin (+Y) in proportion to the opening; the brows' response does
         # not agree with the model's motion and is left out.
-        expr, jaw = cadence.inference.landmark_rig.expr_drift(built.meta, len(built.lmk_ids), built.n_expr)
+        expr, jaw = cadence.inference.tracking.landmark_rig.expr_drift(built.meta, len(built.lmk_ids), built.n_expr)
         assert expr is not None and jaw.shape == (len(built.lmk_ids), 3)
         chin = list(built.lmk_ids).index(152)
         assert 0.01 < jaw[chin, 1] < 0.2, jaw[chin]  # metres per radian
@@ -193,8 +193,8 @@ def test_default_head_gets_a_detector_calibrated_embedding(cadence, clean_scene,
         # The detector's bias on the head pose, measured on renders in known poses (fewer in tests than the
         # product's landmark_calibration.POSE_RENDERS): the correction beats no correction on held-out renders.
         pose = built.meta["lmk_pose_correction"]
-        assert pose["n"] >= 0.95 * cadence.operators.landmark_calibration.POSE_RENDERS, pose["n"]
-        assert cadence.inference.pose_calibration.usable(built.meta, built.n_expr) is not None
+        assert pose["n"] >= 0.95 * cadence.operators.tracking.landmark_calibration.POSE_RENDERS, pose["n"]
+        assert cadence.inference.tracking.pose_calibration.usable(built.meta, built.n_expr) is not None
         assert pose["err_after_deg"] < 0.8 * pose["err_before_deg"], pose
         assert cadence.operators.landmarks.ensure_landmark_embedding(rig, bpy.context) == path  # cached
 
@@ -202,7 +202,7 @@ def test_default_head_gets_a_detector_calibrated_embedding(cadence, clean_scene,
 def test_load_landmarks_file(cadence, truth, tmp_path):
     import bpy
 
-    HeadModel = cadence.inference.head_model.HeadModel
+    HeadModel = cadence.inference.heads.head_model.HeadModel
     rig = _rig_for(cadence, _strip(truth))
     plain_file = rig["cadence"]["model_file"]
     emb = tmp_path / "mediapipe_landmark_embedding.npz"
@@ -236,7 +236,7 @@ def test_head_without_a_face_is_a_clear_error(cadence, clean_scene, tmp_path):
     import bpy
     import flame_fixture as ff
 
-    hm = cadence.inference.head_model
+    hm = cadence.inference.heads.head_model
     arrays = ff.make_flame_arrays(n_vertices=600)
     model = hm.from_flame_arrays(arrays, name="ellipsoid", source="test", n_shape=10)
     rig = _rig_for(cadence, model)
@@ -325,5 +325,5 @@ def test_build_landmarks_operator_frontal(cadence, clean_scene, cache_folder, tm
         settings = bpy.context.scene.cadence
         assert settings.status.startswith("Built ") and not settings.last_error and not settings.running
         assert rig["cadence"]["landmarks"] == "built from render"  # one view: not calibrated for tracking
-        model = cadence.inference.head_model.HeadModel.load(rig["cadence"]["model_file"])
+        model = cadence.inference.heads.head_model.HeadModel.load(rig["cadence"]["model_file"])
         assert len(model.lmk_ids) >= 400 and "lmk_pose_correction" not in model.meta

@@ -21,8 +21,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 import espeak_speech  # noqa: E402
 import synthetic_head  # noqa: E402
 
-from inference import animate, audio, lipsync, phonemes, visemes  # noqa: E402
-from inference.phonemes import PhoneSeg  # noqa: E402
+from inference.audio import decode as audio
+from inference.lips import lipsync, phonemes, visemes  # noqa: E402
+from inference.lips.phonemes import PhoneSeg  # noqa: E402
+from inference.motion import animate
 
 FIXTURES = ("librispeech-198-209-0000", "librispeech-3436-172162-0000", "librispeech-5703-47212-0000")
 
@@ -78,9 +80,9 @@ def test_head_without_lips_is_refused():
 @pytest.mark.slow
 def test_default_head_visemes():
     """The Cadence default head (semantic mouth controls) through the same solver (~30 s to build)."""
-    dh = pytest.importorskip("inference.default_head")
+    dh = pytest.importorskip("inference.heads.default_head")
     if not hasattr(dh, "build_default_head"):
-        pytest.skip("inference.default_head has no build_default_head yet")
+        pytest.skip("inference.heads.default_head has no build_default_head yet")
     head = dh.build_default_head()
     vs = visemes.solve_visemes(head)
     assert all(c.startswith("mouth") for c in vs.components)
@@ -222,7 +224,7 @@ def test_bilabials_close_with_transcript(head, tmp_path, fps):
 @pytest.mark.parametrize("seed", [1, 2])
 def test_bilabials_from_recognition_alone(head, tmp_path, seed):
     """Without a transcript the recogniser finds most /m/ but few /p b/ (~35 % closed on its own);
-    acoustic closure detection (inference/closures.py) adds the /p b/ whose release looks labial."""
+    acoustic closure detection (inference/lips/closures.py) adds the /p b/ whose release looks labial."""
     rate, open_rate, false, ch = _bilabial_closure_rate(head, 25.0, transcript=False, seed=seed, tmp_path=tmp_path)
     assert ch.meta["engine"] == "pocketsphinx" and not ch.meta["aligned"]
     assert rate >= 0.85, f"lips closed on {rate:.0%} of bilabials"
@@ -244,7 +246,7 @@ def test_no_lip_closure_for_lingual_stops(head, tmp_path):
 
 
 def test_closure_refinement_keeps_recognised_phones():
-    from inference import closures
+    from inference.lips import closures
 
     x = np.zeros(16_000, np.float32)
     assert closures.refine([], x) == []  # recognition failed: nothing is invented
@@ -351,7 +353,7 @@ def test_bilabial_closure_even_when_shorter_than_a_frame(head):
     vs = visemes.solve_visemes(head)
     phones = [PhoneSeg("SIL", 0, 0.2), PhoneSeg("AA", 0.2, 0.4), PhoneSeg("B", 0.4, 0.425),
               PhoneSeg("AA", 0.425, 0.6), PhoneSeg("SIL", 0.6, 1.0)]
-    from inference import coarticulation
+    from inference.lips import coarticulation
 
     times = coarticulation.frame_times(24, 24.0)
     expr, jaw = coarticulation.blend(phones, vs, times, 24.0)
@@ -361,8 +363,8 @@ def test_bilabial_closure_even_when_shorter_than_a_frame(head):
 
 
 def test_generate_job(head, speech_fixtures, tmp_path):
-    from inference import jobs
     from inference.protocol import Channels
+    from inference.worker import jobs
 
     head_file = tmp_path / "head.npz"
     head.save(head_file)

@@ -15,7 +15,7 @@ def test_default_head_parts_get_their_materials(clean_scene):
     assert {"Cadence Skin", "Cadence Lips", "Cadence Iris", "Cadence Teeth", "Cadence Brows"} <= set(names)
     idx = np.empty(len(mesh.polygons), dtype=np.int32)
     mesh.polygons.foreach_get("material_index", idx)
-    from inference.default_head import build_default_head
+    from inference.heads.default_head import build_default_head
 
     groups = build_default_head().meta["material_groups"]
     for part, faces in groups.items():

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from inference import persona as ps
-from inference import pose_style
+from inference.persona import persona as ps
+from inference.persona import pose_style
 from inference.protocol import Channels
 
 torch.set_num_threads(1)

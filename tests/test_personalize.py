@@ -6,7 +6,7 @@ audio, the third (about 24 s) is held out. The target's head motion is a known f
 speech — large slow nods: the head pitches down while speaking and comes back up in pauses (a causal
 0.4 s envelope of the speech/pause mask), yaw sways with the difference of a fast and a slow envelope,
 a characteristic 8.6° roll tilt, and a forward bob. It is clearly unlike the generic procedural
-motion (inference/head_motion.py: small, noise-driven, centred). Same voice for training and held-out
+motion (inference/motion/head_motion.py: small, noise-driven, centred). Same voice for training and held-out
 audio: personalization learns one person, whose new recordings it then animates.
 
 THE TRACKED POSES are taken directly from these known synthetic channels in the main test. The end-to-end
@@ -41,8 +41,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from inference import head_motion, pose_style
-from inference.jobs import JobContext, JobError
+from inference.audio import prosody
+from inference.persona import pose_style
+from inference.worker.jobs import JobContext, JobError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import synthetic_head  # noqa: E402
@@ -93,8 +94,8 @@ def _causal_smooth(x: np.ndarray, rate: float, tau: float) -> np.ndarray:
 
 def target_style(audio: np.ndarray, n_frames: int, fps: float = FPS) -> tuple[np.ndarray, np.ndarray]:
     """The target person's head motion for ``audio``: (rotation (T,3), translation (T,3)) at ``fps``."""
-    db, f0 = head_motion.chunk_features(audio)
-    speech = head_motion.summarize(db, f0).speech.astype(float)
+    db, f0 = prosody.chunk_features(audio)
+    speech = prosody.summarize(db, f0).speech.astype(float)
     t100, t = np.arange(len(db)) / 100.0, np.arange(n_frames) / fps
     s = np.interp(t, t100, _causal_smooth(speech, 100.0, 0.4))
     sl = np.interp(t, t100, _causal_smooth(speech, 100.0, 1.5))
@@ -118,7 +119,7 @@ class Ctx(JobContext):
 # ------------------------------------------------------------------------------ fixtures
 @pytest.fixture(scope="module")
 def head_file(tmp_path_factory):
-    from inference.default_head import cache_path, load_or_build
+    from inference.heads.default_head import cache_path, load_or_build
 
     cache = tmp_path_factory.mktemp("head-cache")
     load_or_build(cache)
@@ -128,8 +129,8 @@ def head_file(tmp_path_factory):
 @pytest.fixture(scope="module")
 def target(tmp_path_factory, head_file):
     """Training readings + their target channels on disk, and the held-out reading."""
-    from inference.head_model import HeadModel
-    from inference.persona import upper_face_mask
+    from inference.heads.head_model import HeadModel
+    from inference.persona.persona import upper_face_mask
     from inference.protocol import Channels
 
     texts = sorted((Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "speech").glob("*.txt"))
@@ -159,7 +160,7 @@ def target(tmp_path_factory, head_file):
 
 @pytest.fixture(scope="module")
 def trained(target, head_file):
-    from inference.jobs_personalize import personalize_job
+    from inference.worker.personalize import personalize_job
 
     p = target["paths"]
     ctx = Ctx(target["dir"])
@@ -173,8 +174,8 @@ def trained(target, head_file):
 
 
 def _generate(head_file: str, audio: str, tmp, **extra) -> np.ndarray:
-    from inference.jobs_generate import generate
     from inference.protocol import Channels
+    from inference.worker.generate import generate
 
     res = generate({"audio": audio, "head_file": head_file, "fps": FPS, **extra}, Ctx(tmp))
     ch = Channels.load(res["channels_file"])
@@ -207,7 +208,7 @@ def test_persona_is_closer_to_the_target_style_than_generic_motion(target, train
 
     # Lips and blinks stay the lip engine's: the persona only replaced head pose and upper face.
     assert np.array_equal(ch_p.get("jaw"), ch_g.get("jaw")) and np.array_equal(ch_p.get("eyelids"), ch_g.get("eyelids"))
-    from inference.persona import upper_face_mask
+    from inference.persona.persona import upper_face_mask
 
     lower = ~np.asarray(upper_face_mask(ch_p.expr_names))
     assert np.array_equal(ch_p.get("expression")[:, lower], ch_g.get("expression")[:, lower])
@@ -244,7 +245,7 @@ def test_generate_rejects_a_bad_persona_file_or_mode(target, head_file, tmp_path
 
 
 def test_personalize_job_input_errors(target, head_file, tmp_path):
-    from inference.jobs_personalize import personalize_job
+    from inference.worker.personalize import personalize_job
     p = target["paths"]
     base = {"channels_file": p["channels"], "audio_file": p["train_wav"], "head_file": head_file,
             "persona_out": str(tmp_path / "x.persona.pt"), "epochs": 1, "net_overrides": SMALL_NET}
@@ -266,8 +267,8 @@ def test_personalize_job_input_errors(target, head_file, tmp_path):
 
 
 def test_personalize_job_is_cancellable(target, head_file, tmp_path):
-    from inference.jobs import JobCancelled
-    from inference.jobs_personalize import personalize_job
+    from inference.worker.jobs import JobCancelled
+    from inference.worker.personalize import personalize_job
 
     p = target["paths"]
     ctx = Ctx(tmp_path)
@@ -297,10 +298,10 @@ def test_persona_learnt_from_a_rendered_and_tracked_target(cadence, clean_scene,
     import bpy
     from test_tracking import SIZE, encode_mp4, geodesic_deg
 
-    from inference.head_model import HeadModel
-    from inference.jobs_personalize import personalize_job
+    from inference.heads.head_model import HeadModel
     from inference.protocol import Channels
-    from inference.track import track_video
+    from inference.tracking.track import track_video
+    from inference.worker.personalize import personalize_job
 
     p = target["paths"]
     synthetic = Channels.load(p["channels"])
@@ -314,7 +315,7 @@ def test_persona_learnt_from_a_rendered_and_tracked_target(cadence, clean_scene,
     with cache_folder(calibrated_cache):
         assert bpy.ops.cadence.add_head() == {"FINISHED"}
         rig = bpy.context.active_object
-        cadence.operators.keyframes.write_take(rig, known, frame_start=1, take_name="Target")
+        cadence.operators.keys.keyframes.write_take(rig, known, frame_start=1, take_name="Target")
         cam = cadence.operators.preview.stage(scene, rig, engine="WORKBENCH", size=SIZE)
         scene.frame_start, scene.frame_end = 1, n
         scene.render.image_settings.file_format = "PNG"

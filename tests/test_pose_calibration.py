@@ -1,4 +1,4 @@
-"""The tracker's pose calibration (inference/pose_calibration.py): learning and undoing a detector's pose bias."""
+"""The tracker's pose calibration (inference/tracking/pose_calibration.py): learning and undoing a detector's pose bias."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import os
 import numpy as np
 import pytest
 
-from inference import pose_calibration as pc
-from inference.head_model import rodrigues
+from inference.heads.head_model import rodrigues
+from inference.tracking import pose_calibration as pc
 
 
 def _poses(rng: np.random.Generator, n: int, E: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -66,9 +66,9 @@ def test_malformed_or_foreign_corrections_are_ignored():
 def _rendered_landmarks(T: int, seed: int, yaw_deg: float):
     """The default head and its landmarks (T, 478, 2) as a 640x480 camera with an 800 px focal length sees
     them (exact projections), the head turned up to +-10 deg pitch and +-``yaw_deg`` yaw."""
-    from inference import fit_gn as gn
-    from inference.default_head import load_or_build
-    from inference.landmark_rig import LandmarkRig
+    from inference.heads.default_head import load_or_build
+    from inference.tracking import fit_gn as gn
+    from inference.tracking.landmark_rig import LandmarkRig
 
     head = load_or_build(os.environ.get("CADENCE_TEST_CACHE", "/tmp/cadence_test_cache"))
     rng = np.random.default_rng(seed)
@@ -82,8 +82,8 @@ def _rendered_landmarks(T: int, seed: int, yaw_deg: float):
 
 def test_fit_applies_the_heads_correction():
     """fit_landmarks turns a head with a stored correction by exactly what the correction predicts."""
-    from inference import fit_gn as gn
-    from inference.fit import FitOptions, fit_landmarks
+    from inference.tracking import fit_gn as gn
+    from inference.tracking.fit import FitOptions, fit_landmarks
 
     head, obs = _rendered_landmarks(T := 6, seed=1, yaw_deg=20)
     opts = FitOptions(iters_final=2)
@@ -112,7 +112,7 @@ def test_fit_applies_the_heads_correction():
 
 def test_focal_ratio_is_measured_validated_and_applied_to_a_searched_focal():
     """The calibrated focal ratio scales the searched focal length (and only a searched one)."""
-    from inference.fit import FitOptions, fit_landmarks
+    from inference.tracking.fit import FitOptions, fit_landmarks
 
     assert pc.focal_ratio([400.0, 380.0, 420.0], 533.0) == pytest.approx(533.0 / 400.0)
     with pytest.raises(ValueError):
@@ -142,7 +142,7 @@ def test_focal_ratio_is_measured_validated_and_applied_to_a_searched_focal():
 def test_depth_bias_is_learned_and_the_face_slides_along_its_line_of_sight():
     """A depth bias that follows the pitch is learned from (fit, truth) pairs; the fit then moves the face
     along the camera ray by the predicted amount (its image position stays where it was seen)."""
-    from inference.fit import FitOptions, fit_landmarks
+    from inference.tracking.fit import FitOptions, fit_landmarks
 
     rng = np.random.default_rng(3)
     E = 5

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from inference import audio_features as af
-from inference import pose_net, train_general, train_pose
+from inference.audio import features as af
+from inference.persona import pose_net, train_general, train_pose
 from inference.protocol import Channels
 
 torch.set_num_threads(1)
@@ -195,7 +195,7 @@ def test_fine_tuning_starts_from_the_general_model():
 def test_general_cli_trains_from_a_folder_of_tracked_clips(tmp_path, capsys):
     import soundfile
 
-    from inference import persona
+    from inference.persona import persona
 
     for i in range(2):
         y, target = tone_clip(4, 25, seed=20 + i)

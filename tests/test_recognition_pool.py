@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from inference import audio, phonemes, recognition_pool
-from inference.phone_stream import PhoneStream
-from inference.phonemes import SR
+from inference.audio import decode as audio
+from inference.lips import phonemes, recognition_pool
+from inference.lips.phone_stream import PhoneStream
+from inference.lips.phonemes import SR
 
 SPEECH = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "speech"  # as conftest's speech_fixtures
 FIXTURES = ("librispeech-198-209-0000", "librispeech-3436-172162-0000", "librispeech-5703-47212-0000")
@@ -126,8 +127,8 @@ def test_pool_processes_end_when_their_worker_is_killed(tmp_path):
 
     pids = tmp_path / "pids.txt"
     script = ("import os, sys\n"
-              f"sys.path.insert(0, {str(Path(recognition_pool.__file__).parents[1])!r})\n"
-              "from inference import recognition_pool as rp\n"
+              f"sys.path.insert(0, {str(Path(recognition_pool.__file__).parents[2])!r})\n"
+              "from inference.lips import recognition_pool as rp\n"
               "pool = rp.get_pool(2)\n"
               "[f.result(60) for f in [pool.submit(rp._warm) for _ in range(4)]]\n"
               f"open({str(pids)!r}, 'w').write(' '.join(map(str, rp.pool_pids())))\n"

@@ -19,7 +19,7 @@ TOL = 1e-5
 # ------------------------------------------------------------------------------------ helpers
 def random_head(cadence, seed: int = 0, n_shape: int = 4, n_expr: int = 6, posedirs: bool = True, uv: bool = True):
     """A small sphere-ish head with five joints, random bases and a J_regressor that moves with expression."""
-    hm = cadence.inference.head_model
+    hm = cadence.inference.heads.head_model
     rng = np.random.default_rng(seed)
     n_lat, n_lon = 10, 16
     lat = np.linspace(0.15, math.pi - 0.15, n_lat)
@@ -81,15 +81,17 @@ def check_exact(cadence, model, draws: int = 3, seed: int = 1, rig=None) -> floa
     """Compare Blender against numpy for several random states (building the rig unless given); worst error."""
     import bpy
 
-    rig_mod = cadence.operators.rig
+    rig_mod = cadence.operators.rig.build
+
+    pose_mod = cadence.operators.rig.pose
     rig = rig or rig_mod.build_rig(model, bpy.context, model_file="")
     mesh = rig_mod.rig_mesh(rig)
     rng = np.random.default_rng(seed)
     worst = 0.0
     for _ in range(draws):
         shape, expr, pose, trans = random_state(model, rng)
-        rig_mod.apply_identity(rig, shape)
-        rig_mod.set_pose(rig, expression=expr, pose=pose, translation=trans)
+        pose_mod.apply_identity(rig, shape)
+        pose_mod.set_pose(rig, expression=expr, pose=pose, translation=trans)
         bpy.context.view_layer.update()
         got = evaluated_vertices(mesh)
         want, _ = model.forward(shape, expr, pose, trans)
@@ -103,47 +105,48 @@ def check_exact(cadence, model, draws: int = 3, seed: int = 1, rig=None) -> floa
 def test_euler_conversion_matches_mathutils(cadence):
     from mathutils import Euler, Matrix
 
-    rig_mod = cadence.operators.rig
+
+    rotations = cadence.operators.rig.rotations
     rng = np.random.default_rng(3)
     aa = rng.normal(size=(200, 3)) * rng.uniform(0, 3.0, (200, 1))
-    eul = rig_mod.axis_angle_to_euler_xyz(aa)
-    rots = cadence.inference.head_model.rodrigues(aa)
+    eul = rotations.axis_angle_to_euler_xyz(aa)
+    rots = cadence.inference.heads.head_model.rodrigues(aa)
     for r, e in zip(rots, eul):
         m = np.array(Matrix(r.tolist()).to_euler("XYZ").to_matrix())
         assert np.allclose(m, r, atol=1e-6)
-        assert np.allclose(rig_mod.euler_xyz_to_matrix(e), r, atol=1e-12)
+        assert np.allclose(rotations.euler_xyz_to_matrix(e), r, atol=1e-12)
         # Blender's own Euler XYZ of our angles is the same rotation (the convention is Blender's).
         assert np.allclose(np.array(Euler(e.tolist(), "XYZ").to_matrix()), r, atol=1e-6)
     # Gimbal lock: y = +-pi/2 still round-trips.
     for sy in (1, -1):
-        r = rig_mod.euler_xyz_to_matrix(np.array([0.3, sy * math.pi / 2, -0.2]))
-        assert np.allclose(rig_mod.euler_xyz_to_matrix(rig_mod.matrix_to_euler_xyz(r)), r, atol=1e-9)
+        r = rotations.euler_xyz_to_matrix(np.array([0.3, sy * math.pi / 2, -0.2]))
+        assert np.allclose(rotations.euler_xyz_to_matrix(rotations.matrix_to_euler_xyz(r)), r, atol=1e-9)
 
 
 def test_continuous_euler_has_no_jumps(cadence):
-    rig_mod = cadence.operators.rig
+    rotations = cadence.operators.rig.rotations
     t = np.linspace(0, 4 * math.pi, 400)
     aa = np.stack([t, 0.2 * np.sin(t), np.zeros_like(t)], -1)  # more than two full turns about ~X
-    eul = rig_mod.axis_angle_to_euler_xyz(aa, continuous=True)
+    eul = rotations.axis_angle_to_euler_xyz(aa, continuous=True)
     assert np.abs(np.diff(eul, axis=0)).max() < 0.2
-    rots = cadence.inference.head_model.rodrigues(aa)
-    assert np.allclose(rig_mod.euler_xyz_to_matrix(eul), rots, atol=1e-9)
+    rots = cadence.inference.heads.head_model.rodrigues(aa)
+    assert np.allclose(rotations.euler_xyz_to_matrix(eul), rots, atol=1e-9)
     assert eul[-1, 0] > 3 * math.pi  # unwrapped, not folded back into (-pi, pi]
 
 
 def test_bone_locations_broadcast_over_time(cadence):
-    rig_mod = cadence.operators.rig
+    pose_mod = cadence.operators.rig.pose
     rng = np.random.default_rng(4)
     jed = rng.normal(size=(5, 3, 6))
     expr, trans = rng.normal(size=(7, 6)), rng.normal(size=(7, 3))
-    rots = cadence.inference.head_model.rodrigues(rng.normal(size=(7, 5, 3)))
-    locs = rig_mod.bone_locations(jed, expr, rots, trans)
+    rots = cadence.inference.heads.head_model.rodrigues(rng.normal(size=(7, 5, 3)))
+    locs = pose_mod.bone_locations(jed, expr, rots, trans)
     assert locs.shape == (7, 5, 3)
     for t in range(7):
         d = jed @ expr[t]
         want = d - np.einsum("jab,jb->ja", rots[t], d)
         want[0] += trans[t]
-        assert np.allclose(rig_mod.bone_locations(jed, expr[t], rots[t], trans[t]), want)
+        assert np.allclose(pose_mod.bone_locations(jed, expr[t], rots[t], trans[t]), want)
         assert np.allclose(locs[t], want)
 
 
@@ -160,7 +163,7 @@ def test_random_head_without_correctives_is_exact(cadence, clean_scene):
     model = random_head(cadence, seed=5, posedirs=False, uv=False)
     check_exact(cadence, model, draws=2)
     rig = bpy.context.view_layer.objects.active
-    keys = cadence.operators.rig.rig_mesh(rig).data.shape_keys.key_blocks
+    keys = cadence.operators.rig.build.rig_mesh(rig).data.shape_keys.key_blocks
     assert not [k.name for k in keys if k.name.startswith("pose_")]
 
 
@@ -168,7 +171,9 @@ def test_random_head_without_correctives_is_exact(cadence, clean_scene):
 def test_rig_layout_follows_the_contract(cadence, clean_scene):
     import bpy
 
-    rig_mod = cadence.operators.rig
+    rig_mod = cadence.operators.rig.build
+
+    pose_mod = cadence.operators.rig.pose
     model = random_head(cadence, seed=2)
     rig = rig_mod.build_rig(model, bpy.context, name="Probe")
     assert rig.type == "ARMATURE" and bpy.context.view_layer.objects.active == rig and rig.select_get()
@@ -223,29 +228,29 @@ def test_rig_layout_follows_the_contract(cadence, clean_scene):
     assert np.allclose(np.array(meta["joint_expr_dirs"]), model.joint_expr_dirs().ravel())
     assert list(meta["shape"]) == [0.0] * model.n_shape
     assert os.path.isfile(meta["model_file"]) and meta["model_file"].endswith(f"{model.content_hash()}.npz")
-    reloaded = cadence.inference.head_model.HeadModel.load(meta["model_file"])
+    reloaded = cadence.inference.heads.head_model.HeadModel.load(meta["model_file"])
     assert reloaded.expr_names == model.expr_names and np.allclose(reloaded.exprdirs, model.exprdirs, atol=1e-8)
     assert reloaded.content_hash() == meta["model_hash"]  # the worker can tell it has the rig's head
     info = rig_mod.rig_model_info(rig)
     assert info["joint_expr_dirs"].shape == (5, 3, model.n_expr)
     assert rig_mod.find_rig(rig) == rig and rig_mod.find_rig(mesh) == rig
 
-    rig_mod.apply_identity(rig, [0.5, -1.0])
+    pose_mod.apply_identity(rig, [0.5, -1.0])
     assert np.allclose(rig["cadence"]["shape"], [0.5, -1.0, 0.0, 0.0])
     assert bpy.context.view_layer.objects.active == rig and rig.mode == "OBJECT"
     assert np.allclose([b.head_local for b in rig.data.bones], model.rest_joints([0.5, -1.0]), atol=1e-6)
     with pytest.raises(ValueError, match="identity coefficients"):
-        rig_mod.apply_identity(rig, np.zeros(model.n_shape + 1))
+        pose_mod.apply_identity(rig, np.zeros(model.n_shape + 1))
     with pytest.raises(ValueError, match="slider range"):
-        rig_mod.apply_identity(rig, [11.0])
+        pose_mod.apply_identity(rig, [11.0])
     with pytest.raises(ValueError, match="finite"):
-        rig_mod.set_pose(rig, expression=[np.nan])
+        pose_mod.set_pose(rig, expression=[np.nan])
 
 
 def test_find_rig_rejects_other_objects(cadence, clean_scene):
     import bpy
 
-    rig_mod = cadence.operators.rig
+    rig_mod = cadence.operators.rig.build
     me = bpy.data.meshes.new("plain")
     ob = bpy.data.objects.new("plain", me)
     assert rig_mod.find_rig(ob) is None and rig_mod.find_rig(None) is None
@@ -257,7 +262,7 @@ def test_correctives_follow_bones_during_playback(cadence, clean_scene):
     """Background mode, no Python auto-run: the drivers still evaluate on frame changes."""
     import bpy
 
-    rig_mod = cadence.operators.rig
+    rig_mod = cadence.operators.rig.build
     prefs = bpy.context.preferences.filepaths
     auto_run = prefs.use_scripts_auto_execute
     prefs.use_scripts_auto_execute = False  # simple expressions need no Python: prove it
@@ -270,6 +275,7 @@ def test_correctives_follow_bones_during_playback(cadence, clean_scene):
 def _check_playback(cadence, rig_mod):
     import bpy
 
+    rotations = cadence.operators.rig.rotations
     model = random_head(cadence, seed=4)
     rig = rig_mod.build_rig(model, bpy.context)
     mesh = rig_mod.rig_mesh(rig)
@@ -282,7 +288,7 @@ def _check_playback(cadence, rig_mod):
     keys = mesh.data.shape_keys.key_blocks
     for frame in (11, 6, 1):
         scene.frame_set(frame)
-        R = rig_mod.euler_xyz_to_matrix(np.array(jaw.rotation_euler))
+        R = rotations.euler_xyz_to_matrix(np.array(jaw.rotation_euler))
         for a in range(3):
             for b in range(3):
                 assert keys[f"pose_jaw_{a}{b}"].value == pytest.approx(R[a, b] - (a == b), abs=1e-6)
@@ -318,17 +324,18 @@ def test_operator_adds_head_from_file(cadence, clean_scene, tmp_path):
     model.save(path)
     assert bpy.ops.cadence.add_head(filepath=str(path)) == {"FINISHED"}
     rig = bpy.context.view_layer.objects.active
-    rig_mod = cadence.operators.rig
+    rig_mod = cadence.operators.rig.build
+    pose_mod = cadence.operators.rig.pose
     assert rig_mod.find_rig(rig) == rig and rig.select_get()
     meta = rig_mod.rig_model_info(rig)
     assert meta["model_source"] == str(path) and meta["expr_names"] == list(model.expr_names)
     assert len(rig_mod.rig_mesh(rig).data.vertices) == model.n_vertices
     # Saved as float32 in the .npz: compare the rig to the model as loaded from that file.
-    loaded = cadence.inference.head_model.HeadModel.load(path)
+    loaded = cadence.inference.heads.head_model.HeadModel.load(path)
     rng = np.random.default_rng(0)
     shape, expr, pose, trans = random_state(loaded, rng)
-    rig_mod.apply_identity(rig, shape)
-    rig_mod.set_pose(rig, expression=expr, pose=pose, translation=trans)
+    pose_mod.apply_identity(rig, shape)
+    pose_mod.set_pose(rig, expression=expr, pose=pose, translation=trans)
     bpy.context.view_layer.update()
     want, _ = loaded.forward(shape, expr, pose, trans)
     assert np.abs(evaluated_vertices(rig_mod.rig_mesh(rig)) - want).max() < TOL
@@ -352,7 +359,7 @@ def test_operator_errors_leave_scene_unchanged(cadence, clean_scene, tmp_path, c
 def test_failed_build_leaves_nothing_behind(cadence, clean_scene, monkeypatch):
     import bpy
 
-    rig_mod = cadence.operators.rig
+    rig_mod = cadence.operators.rig.build
     before = _scene_state()
 
     def boom(*_args):
@@ -372,28 +379,30 @@ def test_rig_lands_in_scene_collection_when_active_one_is_excluded(cadence, clea
     layer_coll = bpy.context.view_layer.layer_collection.children["Hidden"]
     bpy.context.view_layer.active_layer_collection = layer_coll
     layer_coll.exclude = True
-    rig = cadence.operators.rig.build_rig(random_head(cadence, seed=9), bpy.context)
+    rig = cadence.operators.rig.build.build_rig(random_head(cadence, seed=9), bpy.context)
     assert rig.name in bpy.context.scene.collection.objects and rig.name in bpy.context.view_layer.objects
 
 
 def test_partial_set_pose_keeps_the_rest(cadence, clean_scene):
     import bpy
 
-    rig_mod = cadence.operators.rig
+    rig_mod = cadence.operators.rig.build
+
+    pose_mod = cadence.operators.rig.pose
     model = random_head(cadence, seed=10)
     rig = rig_mod.build_rig(model, bpy.context)
     mesh = rig_mod.rig_mesh(rig)
     rng = np.random.default_rng(2)
     shape, expr, pose, trans = random_state(model, rng)
-    rig_mod.apply_identity(rig, shape)
-    rig_mod.set_pose(rig, expression=expr, pose=pose, translation=trans)
+    pose_mod.apply_identity(rig, shape)
+    pose_mod.set_pose(rig, expression=expr, pose=pose, translation=trans)
     expr2 = rng.normal(0, 1.5, model.n_expr)
-    rig_mod.set_pose(rig, expression=expr2)  # pose and translation stay
+    pose_mod.set_pose(rig, expression=expr2)  # pose and translation stay
     bpy.context.view_layer.update()
     want, _ = model.forward(shape, expr2, pose, trans)
     assert np.abs(evaluated_vertices(mesh) - want).max() < TOL
     pose2 = random_state(model, rng)[2]
-    rig_mod.set_pose(rig, pose=pose2)
+    pose_mod.set_pose(rig, pose=pose2)
     bpy.context.view_layer.update()
     want, _ = model.forward(shape, expr2, pose2, trans)
     assert np.abs(evaluated_vertices(mesh) - want).max() < TOL
@@ -402,13 +411,15 @@ def test_partial_set_pose_keeps_the_rest(cadence, clean_scene):
 def test_apply_identity_restores_the_users_mode(cadence, clean_scene):
     import bpy
 
-    rig_mod = cadence.operators.rig
+    rig_mod = cadence.operators.rig.build
+
+    pose_mod = cadence.operators.rig.pose
     model = random_head(cadence, seed=11)
     rig = rig_mod.build_rig(model, bpy.context)
     bpy.ops.mesh.primitive_cube_add()
     cube = bpy.context.view_layer.objects.active
     bpy.ops.object.mode_set(mode="EDIT")
-    rig_mod.apply_identity(rig, np.ones(model.n_shape))
+    pose_mod.apply_identity(rig, np.ones(model.n_shape))
     assert bpy.context.view_layer.objects.active == cube and cube.mode == "EDIT"
     assert cube.select_get() and not rig.select_get()
     bpy.ops.object.mode_set(mode="OBJECT")
@@ -424,10 +435,10 @@ def test_flame_pickle_head_is_exact(cadence, clean_scene, tmp_path):
     arrays = write_flame_pkl(path, n_vertices=400, n_shape=10, n_expr=10, seed=3)
     assert bpy.ops.cadence.add_head(filepath=str(path)) == {"FINISHED"}
     rig = bpy.context.view_layer.objects.active
-    rig_mod = cadence.operators.rig
+    rig_mod = cadence.operators.rig.build
     meta = rig_mod.rig_model_info(rig)
     assert meta["model_source"] == str(path) and len(meta["expr_names"]) == arrays["n_expr"]
-    model = importlib.import_module(f"{cadence.__name__}.inference.head_files").load_head(path)
+    model = importlib.import_module(f"{cadence.__name__}.inference.heads.head_files").load_head(path)
     assert meta["model_hash"] == model.content_hash()
     assert np.abs(model.posedirs).max() > 0 and np.abs(model.joint_expr_dirs()).max() > 0
     keys = rig_mod.rig_mesh(rig).data.shape_keys.key_blocks
@@ -443,10 +454,10 @@ def test_default_head_via_operator_is_exact(cadence, clean_scene, tmp_path):
     assert bpy.ops.cadence.add_head(filepath=str(path)) == {"FINISHED"}
     assert bpy.ops.cadence.add_head() == {"FINISHED"}  # the file of the last call is not reused
     rig = bpy.context.view_layer.objects.active
-    rig_mod = cadence.operators.rig
+    rig_mod = cadence.operators.rig.build
     meta = rig_mod.rig_model_info(rig)
     assert meta["model_source"].startswith("cadence-default-head")
-    default_head = importlib.import_module(f"{cadence.__name__}.inference.default_head")
+    default_head = importlib.import_module(f"{cadence.__name__}.inference.heads.default_head")
     model = default_head.load_or_build(cadence.operators.prefs.cache_dir())
     assert meta["model_hash"] == model.content_hash()
     mesh = rig_mod.rig_mesh(rig)

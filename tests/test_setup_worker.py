@@ -9,12 +9,12 @@ import pytest
 
 @pytest.fixture
 def venv_dir(cadence):
-    path = cadence.operators.setup_worker.worker_venv_dir()
+    path = cadence.operators.worker.setup.worker_venv_dir()
     yield path
     import shutil
 
     shutil.rmtree(path, ignore_errors=True)
-    cadence.operators.worker_client.shutdown_client()
+    cadence.operators.worker.session.shutdown_client()
 
 
 def test_setup_creates_the_worker_venv(cadence, venv_dir, tmp_path):
@@ -23,9 +23,9 @@ def test_setup_creates_the_worker_venv(cadence, venv_dir, tmp_path):
     req = tmp_path / "req.txt"
     req.write_text("# nothing to install: the test checks the mechanics, not the packages\n")
     assert bpy.ops.cadence.setup_worker(requirements=str(req)) == {"FINISHED"}
-    py = cadence.operators.worker_client._venv_python(venv_dir)
+    py = cadence.operators.worker.session._venv_python(venv_dir)
     assert os.path.isfile(py)
-    assert py in cadence.operators.worker_client.default_pythons()
+    assert py in cadence.operators.worker.session.default_pythons()
     assert not os.path.exists(venv_dir + ".new")
 
 

@@ -54,7 +54,7 @@ def clip(cadence, tmp_path_factory):
     assert bpy.ops.cadence.add_head() == {"FINISHED"}
     rig = bpy.context.active_object
     ch = _known_take(cadence.inference.protocol, tuple(rig["cadence"]["expr_names"]), N)
-    cadence.operators.keyframes.write_take(rig, ch, frame_start=1, take_name="Known")
+    cadence.operators.keys.keyframes.write_take(rig, ch, frame_start=1, take_name="Known")
     cam = cadence.operators.preview.stage(scene, rig, engine="WORKBENCH", size=SIZE)
     bpy.context.view_layer.update()
     cam_in_model = np.array(rig.matrix_world.inverted() @ cam.matrix_world)

@@ -68,7 +68,7 @@ def render_truth(cadence, scene, out_dir: Path, n: int = N_FRAMES, size: int = S
     rig = bpy.context.active_object
     info = rig["cadence"]
     ch = truth_channels(cadence.inference.protocol, tuple(info["expr_names"]), n)
-    cadence.operators.keyframes.write_take(rig, ch, frame_start=1, take_name="Truth")
+    cadence.operators.keys.keyframes.write_take(rig, ch, frame_start=1, take_name="Truth")
     scene.frame_start, scene.frame_end = 1, n
     cam = cadence.operators.preview.stage(scene, rig, engine="WORKBENCH", size=size)
     bpy.context.view_layer.update()  # matrix_world of the new camera
@@ -88,7 +88,7 @@ def render_truth(cadence, scene, out_dir: Path, n: int = N_FRAMES, size: int = S
 
 
 def geodesic_deg(aa_a: np.ndarray, aa_b: np.ndarray) -> np.ndarray:
-    from inference.head_model import rodrigues
+    from inference.heads.head_model import rodrigues
 
     rel = np.einsum("tba,tbc->tac", rodrigues(aa_a), rodrigues(aa_b))
     cos = np.clip((np.trace(rel, axis1=1, axis2=2) - 1) / 2, -1, 1)
@@ -101,8 +101,8 @@ def tracked(cadence, calibrated_cache, cache_folder, tmp_path_factory):
     embedding with the product's full calibration."""
     import bpy
 
-    from inference.head_model import HeadModel
-    from inference.track import track_video
+    from inference.heads.head_model import HeadModel
+    from inference.tracking.track import track_video
 
     tmp = tmp_path_factory.mktemp("tracking")
     bpy.ops.wm.read_homefile(use_empty=True)
@@ -179,8 +179,8 @@ def test_tracking_recovers_expression_curves(tracked):
 
 def test_fit_forward_matches_head_model():
     """The fit's batched landmark forward pass is HeadModel.forward restricted to the landmarks."""
-    from inference.default_head import load_or_build
-    from inference.landmark_rig import LandmarkRig
+    from inference.heads.default_head import load_or_build
+    from inference.tracking.landmark_rig import LandmarkRig
 
     head = load_or_build(os.environ.get("CADENCE_TEST_CACHE", "/tmp/cadence_test_cache"))
     rng = np.random.default_rng(3)
@@ -200,9 +200,9 @@ def test_joint_jacobian_matches_finite_differences(tmp_path):
     for a head without and with pose correctives, and for joints with children it declines."""
     import flame_fixture
 
-    from inference.default_head import load_or_build
-    from inference.head_files import load_flame_pkl
-    from inference.landmark_rig import LandmarkRig
+    from inference.heads.default_head import load_or_build
+    from inference.heads.head_files import load_flame_pkl
+    from inference.tracking.landmark_rig import LandmarkRig
 
     default = load_or_build(os.environ.get("CADENCE_TEST_CACHE", "/tmp/cadence_test_cache"))
     flame_fixture.write_flame_pkl(tmp_path / "flame.pkl")
@@ -234,8 +234,8 @@ def test_joint_jacobian_matches_finite_differences(tmp_path):
 
 
 def test_track_refuses_a_head_without_embedding(tmp_path):
-    from inference.default_head import load_or_build
-    from inference.track import TrackError, track_video
+    from inference.heads.default_head import load_or_build
+    from inference.tracking.track import TrackError, track_video
 
     head = load_or_build(os.environ.get("CADENCE_TEST_CACHE", "/tmp/cadence_test_cache"))
     head.lmk_faces = head.lmk_bary = head.lmk_ids = None
@@ -245,9 +245,9 @@ def test_track_refuses_a_head_without_embedding(tmp_path):
 
 def test_detector_basis_and_per_expression_prior():
     """The calibrated detector response moves landmarks with the head; a per-expression prior penalises only those."""
-    from inference import fit_gn as gn
-    from inference.default_head import load_or_build
-    from inference.landmark_rig import EXPR_DRIFT_KEY, LandmarkRig, expr_drift
+    from inference.heads.default_head import load_or_build
+    from inference.tracking import fit_gn as gn
+    from inference.tracking.landmark_rig import EXPR_DRIFT_KEY, LandmarkRig, expr_drift
 
     head = load_or_build(os.environ.get("CADENCE_TEST_CACHE", "/tmp/cadence_test_cache"))
     L, E = len(head.lmk_ids), head.n_expr

@@ -10,8 +10,8 @@ import pytest
 
 cv2 = pytest.importorskip("cv2")
 
-from inference import video as vid  # noqa: E402
-from inference.fit import FitOptions  # noqa: E402
+from inference.tracking import video as vid  # noqa: E402
+from inference.tracking.fit import FitOptions  # noqa: E402
 
 FAST = FitOptions(iters_rigid=30, iters_full=30)
 
@@ -35,7 +35,7 @@ def face_image(cadence, tmp_path_factory):
     """A frontal render of the default head (Workbench, 192 px) and the head model."""
     import bpy
 
-    from inference.head_model import HeadModel
+    from inference.heads.head_model import HeadModel
 
     bpy.ops.wm.read_homefile(use_empty=True)
     try:
@@ -94,7 +94,7 @@ def test_fps_resampling_30_to_25(tmp_path):
 
 
 def test_no_face_in_noise(tmp_path, face_image):
-    from inference.track import TrackError, track_video
+    from inference.tracking.track import TrackError, track_video
 
     _, head = face_image
     p = write_video(tmp_path / "noise.mp4", noise_frames(30))
@@ -103,7 +103,7 @@ def test_no_face_in_noise(tmp_path, face_image):
 
 
 def test_face_lost_for_some_frames_is_interpolated(tmp_path, face_image):
-    from inference.track import track_video
+    from inference.tracking.track import track_video
 
     img, head = face_image
     blank = np.zeros_like(img)
@@ -120,8 +120,8 @@ def test_face_lost_for_some_frames_is_interpolated(tmp_path, face_image):
 def test_detection_in_worker_threads_matches_one_detector(tmp_path, face_image, monkeypatch):
     """Frames fanned out to two detector threads come back in order, equal to one detector's; a detector
     that fails mid-video raises in the caller (no hang, no partial result)."""
-    from inference import face_landmarks
-    from inference.track import detect_video_landmarks
+    from inference.tracking import face_landmarks
+    from inference.tracking.track import detect_video_landmarks
 
     img, _ = face_image
     small = img[::2, ::2]
@@ -151,7 +151,7 @@ def test_detection_in_worker_threads_matches_one_detector(tmp_path, face_image, 
 
 
 def test_several_faces_warn_and_track_one(tmp_path, face_image):
-    from inference.track import track_video
+    from inference.tracking.track import track_video
 
     img, head = face_image
     two = np.concatenate([img, img[:, ::-1]], axis=1)
@@ -182,7 +182,7 @@ def test_audio_track_is_extracted(tmp_path):
 
 
 def test_bad_task_model_is_a_clear_error(tmp_path):
-    from inference.face_landmarks import LandmarkError, LandmarkTracker
+    from inference.tracking.face_landmarks import LandmarkError, LandmarkTracker
 
     with pytest.raises(LandmarkError, match="not found"):
         LandmarkTracker(task_model=str(tmp_path / "missing.task"))

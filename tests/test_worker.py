@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from inference import jobs, protocol
-from inference import worker as worker_mod
+from inference import protocol
+from inference.worker import jobs
+from inference.worker import process as worker_mod
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -207,7 +208,7 @@ def test_job_modules_missing_vs_broken(tmp_path, monkeypatch):
     (pkg / "__init__.py").write_text("")
     (pkg / "broken.py").write_text("import cadence_no_such_dependency  # noqa\n")
     (pkg / "good.py").write_text(
-        "from inference.jobs import register_job\n\n@register_job('t_good')\ndef good(params, ctx):\n    return {'ok': 1}\n"
+        "from inference.worker.jobs import register_job\n\n@register_job('t_good')\ndef good(params, ctx):\n    return {'ok': 1}\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setattr(jobs, "JOB_MODULES", {

@@ -13,17 +13,22 @@ import pytest
 
 @pytest.fixture
 def wc(cadence):
-    """operators.worker_client with the preference pointing at this test run's Python; stops the worker after."""
+    """operators.worker.client, with the preference pointing at this test run's Python; stops the worker after."""
     import bpy
 
     prefs = bpy.context.preferences.addons[cadence.__name__].preferences
     old = prefs.worker_python
     prefs.worker_python = sys.executable
-    module = cadence.operators.worker_client
-    module.shutdown_client()
-    yield module
-    module.shutdown_client()
+    cadence.operators.worker.session.shutdown_client()
+    yield cadence.operators.worker.client
+    cadence.operators.worker.session.shutdown_client()
     prefs.worker_python = old
+
+
+@pytest.fixture
+def ws(wc, cadence):
+    """operators.worker.session (the shared client), with ``wc``'s preference and clean-up."""
+    return cadence.operators.worker.session
 
 
 def _gone(pid: int) -> bool:
@@ -34,13 +39,13 @@ def _gone(pid: int) -> bool:
     return False
 
 
-def test_lazy_start_with_configured_python_and_check_operator(wc):
+def test_lazy_start_with_configured_python_and_check_operator(wc, ws):
     import bpy
 
-    assert wc.current_client() is None  # nothing runs until a job needs it
-    client = wc.get_client()
+    assert ws.current_client() is None  # nothing runs until a job needs it
+    client = ws.get_client()
     assert client.is_alive() and client.python == sys.executable
-    assert wc.get_client() is client and client.pid == wc.get_client().pid  # reused, not restarted
+    assert ws.get_client() is client and client.pid == ws.get_client().pid  # reused, not restarted
     data = client.run_sync("ping")
     assert data["executable"] == sys.executable and data["cadence"] == client.info["cadence"]
     assert bpy.ops.cadence.check_worker(deep=False) == {"FINISHED"}
@@ -51,27 +56,27 @@ def test_lazy_start_with_configured_python_and_check_operator(wc):
 def cadence_status(wc) -> str:
     import importlib
 
-    return importlib.import_module(wc.__name__.rpartition(".")[0] + ".worker_ops").status_text()
+    return importlib.import_module(wc.__name__.rpartition(".")[0] + ".ops").status_text()
 
 
-def test_default_python_is_the_checkout_venv(wc, cadence):
+def test_default_python_is_the_checkout_venv(wc, cadence, ws):
     import bpy
 
     prefs = bpy.context.preferences.addons[cadence.__name__].preferences
     prefs.worker_python = ""
     expected = os.path.join(wc.EXT_DIR, ".venv", "bin", "python")
     assert os.path.isfile(expected)
-    assert wc.resolve_python() == expected
+    assert ws.resolve_python() == expected
 
 
-def test_missing_python_is_a_clear_error(wc, cadence, tmp_path):
+def test_missing_python_is_a_clear_error(wc, cadence, tmp_path, ws):
     import bpy
 
     prefs = bpy.context.preferences.addons[cadence.__name__].preferences
     prefs.worker_python = str(tmp_path / "nope" / "python")
     with pytest.raises(wc.WorkerError, match="does not exist.*Set up Worker") as info:
-        wc.get_client()
-    assert info.value.code == "missing" and wc.current_client() is None
+        ws.get_client()
+    assert info.value.code == "missing" and ws.current_client() is None
     with pytest.raises(wc.WorkerError, match="Cannot run the Cadence worker Python"):
         wc.WorkerClient().start(str(tmp_path / "nope" / "python"), str(tmp_path))
 
@@ -103,10 +108,10 @@ def test_program_that_is_not_a_worker_is_refused(wc, tmp_path):
         wc.WorkerClient().start(crash, str(tmp_path))
 
 
-def test_killed_mid_job_raises_then_next_job_restarts(wc, clean_scene):
+def test_killed_mid_job_raises_then_next_job_restarts(wc, clean_scene, ws):
     import bpy
 
-    client = wc.get_client()
+    client = ws.get_client()
     first_pid, first_jobs_dir = client.pid, client.info["jobs_dir"]
     assert os.path.isdir(first_jobs_dir)
 
@@ -118,7 +123,7 @@ def test_killed_mid_job_raises_then_next_job_restarts(wc, clean_scene):
         client.run_sync("sleep", {"seconds": 30}, on_progress=kill_on_progress)
     assert info.value.code == "worker_died" and time.monotonic() - t0 < 5.0
     assert not client.is_alive() and len(bpy.data.objects) == 0 and len(bpy.data.actions) == 0
-    again = wc.get_client()  # restarts the dead worker
+    again = ws.get_client()  # restarts the dead worker
     assert again.is_alive() and again.pid != first_pid
     assert again.run_sync("sleep", {"seconds": 0.05})["steps"] >= 1
     assert not os.path.exists(first_jobs_dir)  # the client cleans up after a worker that could not
@@ -152,7 +157,7 @@ def test_a_killed_worker_and_what_it_started_are_cleaned_up_without_hanging(wc, 
         time.sleep(0.05)
 
 
-def test_a_busy_worker_answers_heartbeats_and_a_hung_one_is_stopped(wc, monkeypatch):
+def test_a_busy_worker_answers_heartbeats_and_a_hung_one_is_stopped(wc, monkeypatch, ws):
     """A job that reports nothing for longer than the stall limit still finishes (the worker's reader thread
     answers heartbeats); a worker that stops answering (SIGSTOP: stopped, as if deadlocked) is killed and the
     job fails with a clear message instead of blocking a script forever."""
@@ -161,7 +166,7 @@ def test_a_busy_worker_answers_heartbeats_and_a_hung_one_is_stopped(wc, monkeypa
 
     monkeypatch.setattr(wc, "STALL_S", 1.0)
     monkeypatch.setattr(wc, "HEARTBEAT_S", 0.2)
-    client = wc.get_client()
+    client = ws.get_client()
     assert client.run_sync("sleep", {"seconds": 2.5, "stubborn": True})["slept"] == 2.5
     pid = client.pid
     threading.Timer(0.5, os.kill, (pid, signal.SIGSTOP)).start()
@@ -177,7 +182,7 @@ def test_a_busy_worker_answers_heartbeats_and_a_hung_one_is_stopped(wc, monkeypa
     # The operators' path (WorkerJob, modal or synchronous) checks the same way.
     import bpy
 
-    job = importlib.import_module(wc.__name__.rpartition(".")[0] + ".worker_job").WorkerJob(
+    job = importlib.import_module(wc.__name__.rpartition(".")[0] + ".job").WorkerJob(
         bpy.context, {"seconds": 30, "stubborn": True})
     job.kind = "sleep"
     job.start()
@@ -187,8 +192,8 @@ def test_a_busy_worker_answers_heartbeats_and_a_hung_one_is_stopped(wc, monkeypa
     assert "stopped responding" in job.error and time.monotonic() - t0 < 10.0
 
 
-def test_submit_poll_and_cancel(wc):
-    client = wc.get_client()
+def test_submit_poll_and_cancel(wc, ws):
+    client = ws.get_client()
     job = client.submit("sleep", {"seconds": 0.2})
     events, deadline = [], time.monotonic() + 5
     while not events or events[-1]["type"] not in ("result", "error"):
@@ -207,19 +212,19 @@ def test_submit_poll_and_cancel(wc):
     assert "RuntimeError" in info.value.traceback
 
 
-def test_cancel_of_a_job_that_ignores_it_kills_the_worker(wc, monkeypatch):
+def test_cancel_of_a_job_that_ignores_it_kills_the_worker(wc, monkeypatch, ws):
     monkeypatch.setattr(wc, "CANCEL_GRACE_S", 0.3)
-    client = wc.get_client()
+    client = ws.get_client()
     pid, t0 = client.pid, time.monotonic()
     with pytest.raises(wc.WorkerCancelled, match="did not stop in time"):
         client.run_sync("sleep", {"seconds": 30, "stubborn": True}, cancel_check=lambda: True)
     assert time.monotonic() - t0 < 3.0 and _gone(pid)
-    assert wc.get_client().run_sync("ping")["cadence"]
+    assert ws.get_client().run_sync("ping")["cadence"]
 
 
-def test_unpolled_progress_is_bounded_but_endings_are_kept(wc, monkeypatch):
+def test_unpolled_progress_is_bounded_but_endings_are_kept(wc, monkeypatch, ws):
     monkeypatch.setattr(wc, "MAX_EVENTS", 10)
-    client = wc.get_client()
+    client = ws.get_client()
     first = client.submit("ping")
     busy = client.submit("sleep", {"seconds": 0.6})  # ~12 progress events, never polled while running
     while not any(e["type"] == "result" for e in client._events if e["id"] == busy):
@@ -229,8 +234,8 @@ def test_unpolled_progress_is_bounded_but_endings_are_kept(wc, monkeypatch):
     assert client.poll(busy)[-1]["type"] == "result"
 
 
-def test_callback_error_cancels_the_job(wc):
-    client = wc.get_client()
+def test_callback_error_cancels_the_job(wc, ws):
+    client = ws.get_client()
 
     def explode(fraction, message):
         raise KeyError("callback bug")
@@ -241,31 +246,31 @@ def test_callback_error_cancels_the_job(wc):
     assert client.run_sync("ping")["cadence"] and time.monotonic() - t0 < 1.0  # not stuck behind the sleep
 
 
-def test_timeout_kills_and_next_job_restarts(wc):
-    client = wc.get_client()
+def test_timeout_kills_and_next_job_restarts(wc, ws):
+    client = ws.get_client()
     with pytest.raises(wc.WorkerError, match="longer than") as info:
         client.run_sync("sleep", {"seconds": 30}, timeout=0.3)
     assert info.value.code == "timeout" and not client.is_alive()
     assert client.run_sync("ping")["cadence"]  # submit() restarts it
 
 
-def test_unregister_stops_the_worker(wc, cadence):
-    client = wc.get_client()
+def test_unregister_stops_the_worker(wc, cadence, ws):
+    client = ws.get_client()
     pid = client.pid
     cadence.operators.unregister()
     try:
-        assert wc.current_client() is None and not client.is_alive() and _gone(pid)
+        assert ws.current_client() is None and not client.is_alive() and _gone(pid)
     finally:
         cadence.operators.register()
 
 
-def test_blender_side_sends_only_json(wc):
+def test_blender_side_sends_only_json(wc, ws):
     with pytest.raises(wc.WorkerError, match="Cannot send"):
-        wc.get_client().submit("ping", {"bad": object()})
-    assert json.loads(json.dumps(wc.get_client().run_sync("ping", {"deep": False})))
+        ws.get_client().submit("ping", {"bad": object()})
+    assert json.loads(json.dumps(ws.get_client().run_sync("ping", {"deep": False})))
 
 
-def test_preferences_show_worker_status_and_check_button(wc, cadence):
+def test_preferences_show_worker_status_and_check_button(wc, cadence, ws):
     import types
 
     class Layout:
@@ -284,7 +289,7 @@ def test_preferences_show_worker_status_and_check_button(wc, cadence):
         def operator(self, idname, **kw):
             self.items.append(("operator", idname))
 
-    wc.get_client()
+    ws.get_client()
     layout = Layout()
     cadence.panels.preferences.CADENCE_AddonPreferences.draw(types.SimpleNamespace(layout=layout), None)
     labels = [i for i in layout.items if i[0] == "label"]

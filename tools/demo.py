@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"demo: done in {time.perf_counter() - t0:.1f} s")
         return 0
     finally:
-        cadence.operators.worker_client.shutdown_client()
+        cadence.operators.worker.session.shutdown_client()
         blender_session.disable_cadence()
 
 
