@@ -14,6 +14,7 @@ import re
 import bpy
 
 from .paths import user_path
+from .prefs import face_landmarker
 from .rig import build as rig_mod
 from .rig import head_cache
 from .track_video import (
@@ -84,6 +85,8 @@ class PersonalizeJob(WorkerJob):
         else:
             params.update(video=video, fps=scene_fps(context.scene))
             prepare = tracking_head_steps(rig, context, video)  # the head's landmark calibration, the first time
+        if face_landmarker(context) and last is None:
+            params["scores_model"] = face_landmarker(context)
         if options.get("lens_mm") and last is None:
             params["lens_mm"] = float(options["lens_mm"])
         for key in ("net_overrides", "device"):

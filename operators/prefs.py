@@ -14,6 +14,12 @@ from .paths import user_path
 ADDON_ID = __package__.rpartition(".")[0]
 
 
+def face_landmarker(context: bpy.types.Context | None = None) -> str:
+    """The user's own MediaPipe ``.task`` for blendshape scores (absolute), or "" for the one set-up installed."""
+    prefs = get_preferences(context)
+    return user_path(prefs.face_landmarker) if prefs and prefs.face_landmarker else ""
+
+
 def get_preferences(context: bpy.types.Context | None = None) -> bpy.types.AddonPreferences | None:
     context = context or bpy.context
     addon = context.preferences.addons.get(ADDON_ID)

@@ -21,6 +21,7 @@ from ..inference.protocol import ChannelError, Channels
 from .keys import keyframes
 from .keys.sound import add_sound_strip
 from .paths import user_file
+from .prefs import face_landmarker
 from .rig import build as rig_mod
 from .rig import pose as pose_mod
 from .tracking import camera_match
@@ -93,6 +94,8 @@ class TrackJob(WorkerJob):
         video = check_video_path(filepath)
         self.rig_name, self.video, self.options = rig.name, video, options
         params = {"video": video, "fps": scene_fps(context.scene)}
+        if face_landmarker(context):
+            params["scores_model"] = face_landmarker(context)
         if options.get("max_frames"):
             params["max_frames"] = int(options["max_frames"])
         if options.get("lens_mm"):

@@ -23,10 +23,19 @@ class CADENCE_AddonPreferences(bpy.types.AddonPreferences):
         default="",
     )
 
+    face_landmarker: bpy.props.StringProperty(
+        name="Face landmarker",
+        description="Your own MediaPipe face_landmarker.task with its blendshape model, for blink, brow, gaze and "
+                    "lip scores while tracking (empty: the one Set up Worker installed)",
+        subtype="FILE_PATH",
+        default="",
+    )
+
     def draw(self, context: bpy.types.Context) -> None:
         layout = self.layout
         layout.prop(self, "worker_python")
         layout.prop(self, "cache_dir")
+        layout.prop(self, "face_landmarker")
         from ..operators.worker import ops as worker_ops  # late: panels register before operators
 
         row = layout.row()

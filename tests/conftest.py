@@ -93,6 +93,20 @@ def clean_scene(cadence):
 
 
 @pytest.fixture
+def real_clip():
+    """``real_clip("a")``: the path of a real talking-head clip in ../shared/fixtures/video/ (see its README)."""
+    d = SHARED_FIXTURES / "video"
+
+    def path(name: str) -> str:
+        found = sorted(d.glob(f"*-{name}.mp4"))
+        if not found:
+            pytest.skip(f"shared video fixture {name!r} not found in {d}")
+        return str(found[0])
+
+    return path
+
+
+@pytest.fixture
 def speech_fixtures() -> Path:
     d = SHARED_FIXTURES / "speech"
     if not d.is_dir():

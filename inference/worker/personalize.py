@@ -48,6 +48,7 @@ def _track_here(params: dict, head, ctx: JobContext) -> tuple:
         res = track_video(params["video"], head, fps, max_frames=max_frames,
                           progress=lambda f, m: ctx.progress(TRACK_SHARE * f, f"tracking: {m}"),
                           cancelled=lambda: ctx.cancelled, task_model=params.get("task_model") or None,
+                          scores_model=params.get("scores_model") or None,
                           audio_dir=ctx.out_dir, lens_mm=float(params["lens_mm"]) if params.get("lens_mm") else None)
     except TrackCancelled as exc:
         raise JobCancelled("personalize was cancelled") from exc

@@ -42,6 +42,7 @@ def track(params: dict, ctx: JobContext) -> dict:
     try:
         res = track_video(params["video"], head, fps, max_frames=max_frames, progress=ctx.progress,
                           cancelled=lambda: ctx.cancelled, task_model=params.get("task_model") or None,
+                          scores_model=params.get("scores_model") or None,
                           audio_dir=ctx.out_dir, focal_px=float(params["focal_px"]) if params.get("focal_px") else None,
                           lens_mm=float(params["lens_mm"]) if params.get("lens_mm") else None)
     except TrackCancelled as exc:

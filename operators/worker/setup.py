@@ -49,6 +49,7 @@ class WorkerSetup:
         self.fraction = 0.0
         self.message = "Starting"
         self.error: str | None = None
+        self.warning: str | None = None  # set-up finished, but without the blendshape model
         self.done = False
         self.tail: deque[str] = deque(maxlen=40)
         self._proc: subprocess.Popen | None = None
@@ -96,13 +97,31 @@ class WorkerSetup:
             raise SetupError(f"{label} failed (exit code {code}): " + (self.tail[-1] if self.tail else ""))
         self.fraction = end
 
+    def _install_model(self, py: str) -> None:
+        """MediaPipe's blendshape model into the new environment (inference/tracking/landmarker_model.py).
+        Not fatal: tracking works on landmarks alone without it, and says so; the warning says why."""
+        self.message = "Fetching MediaPipe's face landmarker model"
+        try:
+            proc = subprocess.run([py, "-m", "inference.tracking.landmarker_model", "--install"],
+                                  cwd=worker_client.EXT_DIR, capture_output=True, text=True, timeout=600,
+                                  stdin=subprocess.DEVNULL, check=False)
+            failed = proc.returncode != 0
+            detail = (proc.stderr or proc.stdout).strip()
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            failed, detail = True, str(exc)
+        if failed:
+            self.warning = detail.splitlines()[0] if detail else "the face landmarker model could not be fetched"
+            self.tail.append(detail)
+        self.fraction = 1.0
+
     def _run(self) -> None:
         try:
             shutil.rmtree(self.staging, ignore_errors=True)
             self._step([self.base_python, "-m", "venv", self.staging], (0.0, 0.1), "Creating the environment")
             py = worker_session._venv_python(self.staging)
             self._step([py, "-m", "pip", "install", "--disable-pip-version-check", "-r", self.requirements],
-                       (0.1, 1.0), "Installing the worker's packages")
+                       (0.1, 0.95), "Installing the worker's packages")
+            self._install_model(py)
             worker_session.shutdown_client()  # the next job starts the new environment's worker
             if os.path.isdir(self.target):
                 shutil.rmtree(self.target)
@@ -136,6 +155,9 @@ class CADENCE_OT_setup_worker(bpy.types.Operator):
                         f"{setup.error} (details in the console)")
             print("\n".join(setup.tail), file=sys.stderr)
             return {"CANCELLED"}
+        if setup.warning:
+            self.report({"WARNING"}, f"Cadence worker environment ready in {setup.target}, but {setup.warning}")
+            return {"FINISHED"}
         self.report({"INFO"}, f"Cadence worker environment ready in {setup.target}")
         return {"FINISHED"}
 
