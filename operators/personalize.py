@@ -13,6 +13,7 @@ import re
 
 import bpy
 
+from .keys.keyframes import scene_fps
 from .paths import user_path
 from .prefs import face_landmarker
 from .rig import build as rig_mod
@@ -22,7 +23,6 @@ from .track_video import (
     TrackVideoError,
     check_video_path,
     record_embedding,
-    scene_fps,
     tracking_head_steps,
 )
 from .worker.job import ModalJobOperator, WorkerJob

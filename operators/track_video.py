@@ -24,7 +24,7 @@ from .paths import user_file
 from .prefs import face_landmarker
 from .rig import build as rig_mod
 from .rig import pose as pose_mod
-from .tracking import camera_match
+from .tracking import camera_match, frame_rate
 from .worker import client as worker_client
 from .worker import session as worker_session
 from .worker.job import JobFailed, ModalJobOperator, WorkerJob
@@ -44,14 +44,14 @@ def check_video_path(filepath: str) -> str:
 
 def tracking_head_steps(rig: bpy.types.Object, context: bpy.types.Context, video: str) -> Generator:
     """Steps (WorkerJob.prepare) whose result is {"head_file": the rig's head model with a detector-calibrated
-    landmark embedding, "landmarks": how it was made}: a quick check of ``video`` first (so a bad video fails
+    landmark embedding, "landmarks": how it was made, "video_fps": the video's rate}: a quick check of ``video`` first (so a bad video fails
     in a second, not after a calibration), then none when the embedding exists, minutes of calibration renders
     the first time for a head. The rig is not changed here: the job's apply() records the embedding."""
     from . import landmarks
 
     yield 0.0, "checking the video"
     try:
-        worker_session.get_client(context).run_sync("check_video", {"video": video})
+        checked = worker_session.get_client(context).run_sync("check_video", {"video": video})
     except worker_client.WorkerError as exc:
         raise TrackVideoError(str(exc)) from exc
     meta = rig["cadence"]
@@ -69,7 +69,7 @@ def tracking_head_steps(rig: bpy.types.Object, context: bpy.types.Context, video
                 meta[k] = v
     if not path or not os.path.isfile(path):
         raise TrackVideoError("This rig's head model file is missing from Cadence's cache; add the head again.")
-    return {"head_file": path, "landmarks": made}
+    return {"head_file": path, "landmarks": made, "video_fps": float(checked.get("fps") or 0.0)}
 
 
 def record_embedding(rig: bpy.types.Object, params: dict) -> None:
@@ -79,13 +79,10 @@ def record_embedding(rig: bpy.types.Object, params: dict) -> None:
         rig["cadence"]["landmarks"] = params["landmarks"]
 
 
-def scene_fps(scene: bpy.types.Scene) -> float:
-    return scene.render.fps / scene.render.fps_base
-
-
 class TrackJob(WorkerJob):
     kind = "track"
     error_type = TrackVideoError
+    rate_note = ""
 
     def __init__(self, context: bpy.types.Context, filepath: str, options: dict):
         rig = rig_mod.find_rig(context.active_object)
@@ -93,14 +90,31 @@ class TrackJob(WorkerJob):
             raise TrackVideoError("Select a Cadence head (its armature or mesh) first: Add > Cadence Head")
         video = check_video_path(filepath)
         self.rig_name, self.video, self.options = rig.name, video, options
-        params = {"video": video, "fps": scene_fps(context.scene)}
+        params = {"video": video, "fps": keyframes.scene_fps(context.scene)}
         if face_landmarker(context):
             params["scores_model"] = face_landmarker(context)
         if options.get("max_frames"):
             params["max_frames"] = int(options["max_frames"])
         if options.get("lens_mm"):
             params["lens_mm"] = float(options["lens_mm"])
-        super().__init__(context, params, prepare=tracking_head_steps(rig, context, video))
+        self.rate_change: float | None = None  # the video's rate, given to the empty scene
+        super().__init__(context, params, prepare=self._prepare(rig, context, video))
+
+    def _prepare(self, rig: bpy.types.Object, context: bpy.types.Context, video: str) -> Generator:
+        """The head's steps, then the frame-rate decision (the video's rate is known once it was checked):
+        the keys and the camera's background movie must be in step at every frame."""
+        got = yield from tracking_head_steps(rig, context, video)
+        video_fps, fps = got.pop("video_fps", 0.0), self.params["fps"]
+        if video_fps > 0 and not frame_rate.same_rate(video_fps, fps):
+            busy = frame_rate.timed_content(context.scene)
+            if busy:  # keep the user's timing: the background becomes a copy of the video at the scene's rate
+                got["clip_fps"] = fps
+                self.rate_note = (f"the scene keeps its {fps:g} fps ({busy} is timed in frames): the {video_fps:g} "
+                                  f"fps video was resampled for the keys and copied at {fps:g} fps for the camera")
+            else:
+                got["fps"] = self.rate_change = video_fps
+                self.rate_note = f"the scene's frame rate was set to the video's, {video_fps:g} fps (was {fps:g})"
+        return got
 
     def apply(self) -> dict:
         """Apply identity, take, camera and sound (or raise TrackVideoError, touching nothing)."""
@@ -131,13 +145,15 @@ class TrackJob(WorkerJob):
         take = f"{stem} track"
         saved = _keep_track_files(data, stem)
 
+        if self.rate_change:
+            frame_rate.set_scene_fps(scene, self.rate_change)
         report = keyframes.write_take(rig, channels, frame_start=frame_start, take_name=take,
                                       mode=opts.get("mode", "NEW"))
         if identity.size:
             pose_mod.apply_identity(rig, identity)
-        cam = camera_match.match_camera(scene, rig, camera, self.video,
+        cam = camera_match.match_camera(scene, rig, camera, saved["clip_file"] or self.video,
                                         show_background=opts.get("show_background", True), frame_start=frame_start)
-        warnings = list(data.get("warnings", []))
+        warnings = list(data.get("warnings", [])) + ([self.rate_note] if self.rate_note else [])
         if opts.get("set_frame_range", True):
             note = keyframes.set_scene_range(scene, frame_start, last)
             if note:
@@ -146,7 +162,8 @@ class TrackJob(WorkerJob):
         if data.get("audio_file") and opts.get("add_sound", True):
             strip = add_sound_strip(scene, self.video, frame_start)  # the video itself: it outlives the cache
         rig["cadence"]["last_track"] = {"video": self.video, **saved, "camera": camera,
-                                        "identity": identity.tolist(), "take": take}
+                                        "identity": identity.tolist(), "take": take,
+                                        "frame_rate": self.rate_note or "the video's and the scene's rates match"}
         record_embedding(rig, self.params)
         report.update(frames=(frame_start, last), take=take, camera=cam.name, sound=strip.name if strip else "",
                       frames_without_face=list(data.get("frames_without_face", [])),
@@ -160,12 +177,15 @@ def _keep_track_files(data: dict, stem: str) -> dict:
 
     folder = os.path.join(cache_dir(), "tracks", f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}")
     os.makedirs(folder, exist_ok=True)
-    out = {"channels_file": os.path.join(folder, "tracked.npz"), "audio_file": ""}
+    out = {"channels_file": os.path.join(folder, "tracked.npz"), "audio_file": "", "clip_file": ""}
     try:
         shutil.copyfile(data["channels_file"], out["channels_file"])
         if data.get("audio_file") and os.path.isfile(data["audio_file"]):
             out["audio_file"] = os.path.join(folder, "audio" + os.path.splitext(data["audio_file"])[1])
             shutil.copyfile(data["audio_file"], out["audio_file"])
+        if data.get("clip_file") and os.path.isfile(data["clip_file"]):  # the video at the scene's rate
+            out["clip_file"] = os.path.join(folder, "clip.mp4")
+            shutil.copyfile(data["clip_file"], out["clip_file"])
     except OSError as exc:
         raise TrackVideoError(f"Cannot keep the tracked take in Cadence's cache ({folder}): {exc}") from exc
     return out

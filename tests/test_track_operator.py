@@ -261,3 +261,42 @@ def test_batch_track_personalize_and_generate_with_persona(cadence, clip, tmp_pa
     assert (out / "voice.blend").is_file()
     assert cadence_batch.main([clip["wav"], "--out", str(out), "--persona", str(tmp_path / "none.pt")]) == 1
     assert cadence_batch.main(["track", str(tmp_path / "missing.mp4"), "--out", str(out)]) == 1
+
+
+@pytest.mark.slow
+def test_a_25_fps_clip_stays_in_step_with_a_24_fps_scene(cadence, clip, rig):
+    """An empty 24 fps scene takes the 25 fps video's rate; a scene with animation keeps 24 fps, and the camera
+    shows a 24 fps copy of the video, so at the last frame the background is the moment the keys show."""
+    import bpy
+    import cv2
+
+    scene = bpy.context.scene
+    scene.render.fps, scene.render.fps_base = 24, 1.0
+    assert bpy.ops.cadence.track_video(filepath=clip["video"]) == {"FINISHED"}, scene.cadence.last_error
+    last = rig["cadence"]["last_track"].to_dict()
+    assert (scene.render.fps, scene.render.fps_base) == (FPS, 1.0) and (scene.frame_start, scene.frame_end) == (1, N)
+    assert "set to the video's, 25 fps (was 24)" in last["frame_rate"] and not last["clip_file"]
+    bg = [b for b in scene.camera.data.background_images if b.source == "MOVIE_CLIP"]
+    assert bpy.path.abspath(bg[0].clip.filepath) == clip["video"]
+
+    # Now the scene holds a take: changing its rate would retime the user's work, so it keeps 24 fps.
+    scene.render.fps = 24
+    assert bpy.ops.cadence.track_video(filepath=clip["video"]) == {"FINISHED"}, scene.cadence.last_error
+    last = rig["cadence"]["last_track"].to_dict()
+    assert scene.render.fps == 24 and "keeps its 24 fps" in last["frame_rate"]
+    n24 = int(N / FPS * 24)  # 3.2 s of video at 24 fps: frames 1..77 (the last at 76 / 24 s)
+    tracked = cadence.inference.protocol.Channels.load(last["channels_file"])
+    assert tracked.fps == 24 and tracked.n_frames == n24 + 1 and scene.frame_end == n24 + 1
+    bg = [b for b in scene.camera.data.background_images if b.source == "MOVIE_CLIP"]
+    assert bpy.path.abspath(bg[0].clip.filepath) == last["clip_file"] != clip["video"]
+    copy, orig = cv2.VideoCapture(last["clip_file"]), cv2.VideoCapture(clip["video"])
+    frames = []
+    while (got := copy.read())[0]:
+        frames.append(got[1].astype(np.float32))
+    assert abs(len(frames) - (n24 + 1)) <= 1
+    source = []
+    while (got := orig.read())[0]:
+        source.append(got[1].astype(np.float32))
+    # Scene frame 77 is 76 / 24 s = source frame 79 (of 0..79); frame for frame it would show source frame 76.
+    shown = frames[n24]
+    assert np.abs(shown - source[79]).mean() < np.abs(shown - source[76]).mean()

@@ -187,3 +187,26 @@ def extract_audio(path: str | os.PathLike, out_wav: str | os.PathLike) -> tuple[
         tail = (proc.stderr or "").strip().splitlines()[-1:] or ["no output"]
         return None, f"the audio track of {_name(path)} could not be extracted ({tail[0]})"
     return out_wav, None
+
+
+def retime(path: str | os.PathLike, fps: float, out_path: str | os.PathLike) -> tuple[str | None, str | None]:
+    """A copy of the video's picture at ``fps`` (output frame n shows the source frame nearest n / fps, as
+    ``iter_frames`` picks them), for a scene whose rate is not the video's: Blender plays a movie clip frame for
+    frame whatever the scene's rate, so the original would drift from keys written at the scene's rate.
+    Returns (the copy's path or None, a warning or None)."""
+    from ..audio.decode import find_ffmpeg  # noqa: PLC0415
+
+    path, out_path = os.fspath(path), os.fspath(out_path)
+    ffmpeg = find_ffmpeg()
+    if ffmpeg is None:
+        return None, (f"the video could not be copied at {fps:g} fps for the camera background: ffmpeg was not "
+                      "found (pip install imageio-ffmpeg in the worker environment)")
+    proc = subprocess.run(
+        [ffmpeg, "-hide_banner", "-loglevel", "error", "-y", "-i", path, "-an", "-vf", f"fps={fps:.6f}",
+         "-c:v", "mpeg4", "-q:v", "3", out_path],
+        capture_output=True, text=True, errors="replace", timeout=1800, stdin=subprocess.DEVNULL, check=False,
+    )
+    if proc.returncode != 0 or not os.path.isfile(out_path) or os.path.getsize(out_path) == 0:
+        tail = (proc.stderr or "").strip().splitlines()[-1:] or ["no output"]
+        return None, f"the video could not be copied at {fps:g} fps for the camera background ({tail[0]})"
+    return out_path, None

@@ -9,7 +9,7 @@ import numpy as np
 from ..heads.head_model import HeadModel, HeadModelError
 from ..tracking.face_landmarks import LandmarkError
 from ..tracking.track import TrackCancelled, TrackError, check_video, track_video
-from ..tracking.video import VideoError
+from ..tracking.video import VideoError, retime
 from .jobs import JobCancelled, JobContext, JobError, register_job
 
 
@@ -51,10 +51,16 @@ def track(params: dict, ctx: JobContext) -> dict:
         raise JobError(str(exc)) from exc
     path = os.path.join(ctx.out_dir, "channels.npz")
     res.channels.save(path)
+    clip_file = None
+    if params.get("clip_fps"):  # the scene keeps its rate: the camera background needs the video at that rate
+        ctx.progress(0.99, "copying the video at the scene's frame rate")
+        clip_file, warn = retime(params["video"], float(params["clip_fps"]), os.path.join(ctx.out_dir, "clip.mp4"))
+        if warn:
+            res.warnings.append(warn)
     np.save(os.path.join(ctx.out_dir, "landmarks.npy"), res.landmarks.astype(np.float32))
     report = {k: v for k, v in res.report.items() if isinstance(v, (int, float, str, bool))}
     return {
         "channels_file": path, "identity": [float(x) for x in res.identity], "camera": res.camera,
         "audio_file": res.audio_file, "n_frames": res.n_frames, "frames_without_face": res.frames_without_face,
-        "warnings": res.warnings, "video_fps": res.video_fps, "report": report,
+        "warnings": res.warnings, "video_fps": res.video_fps, "report": report, "clip_file": clip_file,
     }

@@ -90,6 +90,8 @@ def set_background_video(cam_obj: bpy.types.Object, video: str, frame_start: int
             raise CameraMatchError(f"Blender cannot open {os.path.basename(path)} as a movie clip: {exc}") from exc
     clip.frame_start = int(frame_start)
     data = cam_obj.data
+    for other in [b for b in data.background_images if b.source == "MOVIE_CLIP" and b.clip != clip]:
+        data.background_images.remove(other)  # the track camera shows one video: the latest track's
     bg = next((b for b in data.background_images if b.source == "MOVIE_CLIP" and b.clip == clip), None)
     if bg is None:
         bg = data.background_images.new()
