@@ -2,7 +2,7 @@
 
 import bpy
 
-from . import add_head, generate, landmarks, personalize, track_video
+from . import add_head, arkit_io, generate, landmarks, personalize, track_video
 from . import batch as batch  # scripting API: cadence.operators.batch.run_batch, …
 from . import preview as preview
 from .worker import ops as worker_ops
@@ -18,6 +18,7 @@ classes: tuple = (
     setup_worker.CADENCE_OT_setup_worker,
     track_video.CADENCE_OT_track_video,
     personalize.CADENCE_OT_personalize,
+    *arkit_io.classes,
 )
 
 _register, _unregister = bpy.utils.register_classes_factory(classes)

@@ -16,6 +16,10 @@ class CADENCE_SceneSettings(bpy.types.PropertyGroup):
     replace: bpy.props.BoolProperty(name="Replace Take", default=False,
                                     description="Replace Cadence keys instead of adding a new take")
     # Personalization: a video of the person -> tracked take + camera, and a persona for generation.
+    arkit_target: bpy.props.PointerProperty(
+        name="ARKit Character", type=bpy.types.Object,
+        description="A mesh with ARKit-named shape keys to retarget the head's animation onto",
+        poll=lambda self, obj: getattr(getattr(obj, "data", None), "shape_keys", None) is not None)
     video_path: bpy.props.StringProperty(name="Video", subtype="FILE_PATH",
                                          description="Video of the person talking (to track / personalize)")
     show_video_background: bpy.props.BoolProperty(name="Video Behind Camera", default=True,

@@ -52,6 +52,7 @@ class CADENCE_PT_main(bpy.types.Panel):
             op.persona_mode = settings.persona_mode
 
         _draw_personalize(layout, context, settings, rig, persona)
+        _draw_arkit(layout, settings, rig)
 
         if settings.running:
             layout.progress(factor=settings.progress, type="BAR", text=settings.status or "Working…")
@@ -96,6 +97,22 @@ def _draw_personalize(layout, context: bpy.types.Context, settings, rig, persona
         box.label(text=f"Persona: {bpy.path.basename(persona)}", icon="CHECKMARK")
     elif rig is not None:
         box.label(text="No persona yet for this head", icon="INFO")
+
+
+def _draw_arkit(layout, settings, rig) -> None:
+    """The "ARKit" box: retarget onto an ARKit-named character, Live Link Face CSV out and in."""
+    box = layout.box()
+    box.label(text="ARKit-52", icon="SHAPEKEY_DATA")
+    box.enabled = rig is not None and not settings.running
+    row = box.row(align=True)
+    row.prop(settings, "arkit_target", text="")
+    sub = row.row(align=True)
+    sub.enabled = settings.arkit_target is not None
+    op = sub.operator("cadence.retarget_arkit", text="Retarget", icon="MOD_DATA_TRANSFER")
+    op.target = settings.arkit_target.name if settings.arkit_target else ""
+    row = box.row(align=True)
+    row.operator("cadence.export_arkit_csv", text="Export CSV", icon="EXPORT")
+    row.operator("cadence.import_arkit_csv", text="Import CSV", icon="IMPORT")
 
 
 def _wrap(text: str, width: int) -> list[str]:

@@ -65,3 +65,16 @@ def axis_angle_to_euler_xyz(aa: np.ndarray, continuous: bool = False) -> np.ndar
         for t in range(1, eul.shape[0]):
             eul[t] = euler_compatible(eul[t], eul[t - 1])
     return eul
+
+
+def euler_xyz_to_axis_angle(eul: np.ndarray) -> np.ndarray:
+    """Blender Euler XYZ (..., 3) -> axis-angle (..., 3) (the log map; exact for rotations below 180 degrees,
+    which head, jaw and eye rotations always are)."""
+    rot = euler_xyz_to_matrix(eul)
+    vee = np.stack([rot[..., 2, 1] - rot[..., 1, 2], rot[..., 0, 2] - rot[..., 2, 0],
+                    rot[..., 1, 0] - rot[..., 0, 1]], axis=-1)
+    cos = np.clip((np.trace(rot, axis1=-2, axis2=-1) - 1.0) / 2.0, -1.0, 1.0)
+    angle = np.arccos(cos)
+    sin = np.sin(angle)
+    scale = np.where(sin > 1e-8, angle / np.maximum(2.0 * sin, 1e-300), 0.5 + angle**2 / 12.0)
+    return vee * scale[..., None]
