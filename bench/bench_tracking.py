@@ -5,8 +5,8 @@
 VIDEO: any clip with a face; without one, a 640x480 clip of Cadence's default head turning, talking
 and blinking is rendered first (Blender, Workbench, --frames frames). The fit uses the head the track
 operator uses: the default head's calibrated 478-point landmark embedding (built with Blender once, ~2.5 min,
-then cached in --cache). Prints frames/s of each stage (goal: >= 60 fps total at 640x480 on 2 cores) and
-peak memory.
+then cached in --cache). Prints frames/s of each stage, with and without MediaPipe's blendshape scores
+(goal: >= 60 fps total at 640x480 on 2 cores, with the scores) and peak memory.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     from inference.heads.head_model import HeadModel
     from inference.tracking import video as vid
     from inference.tracking.fit import fit_landmarks
+    from inference.tracking.landmarker_model import find_model
     from inference.tracking.track import detect_video_landmarks
 
     cache = Path(args.cache)
@@ -47,8 +48,13 @@ def main(argv: list[str] | None = None) -> int:
     head = HeadModel.load(model_file.read_text())
     info = vid.probe(args.video)
     t0 = time.perf_counter()
-    lmk, _ = detect_video_landmarks(info, args.fps, workers=args.threads)
+    lmk, _, _ = detect_video_landmarks(info, args.fps, workers=args.threads)
     t_lmk = time.perf_counter() - t0
+    scores_model, t_scored = find_model(), None
+    if scores_model:  # what Track runs: landmarks + MediaPipe's blendshape scores, side by side with landmarks alone
+        t0 = time.perf_counter()
+        detect_video_landmarks(info, args.fps, workers=args.threads, scores_model=scores_model)
+        t_scored = time.perf_counter() - t0
     valid = np.isfinite(lmk[:, 0, 0])
     t1 = time.perf_counter()
     fit = fit_landmarks(head, lmk, valid, info.width, info.height, fit_eyes=True)
@@ -59,7 +65,13 @@ def main(argv: list[str] | None = None) -> int:
           f"{len(head.lmk_ids)} landmarks in the fit")
     print(f"landmarks: {n / t_lmk:7.1f} fps ({t_lmk:.2f} s)")
     print(f"fit:       {n / t_fit:7.1f} fps ({t_fit:.2f} s, rms {fit.rms_px:.2f} px)")
-    print(f"total:     {n / (t_lmk + t_fit):7.1f} fps; peak memory {peak_mb:.0f} MB")
+    print(f"total:     {n / (t_lmk + t_fit):7.1f} fps (landmarks + fit)")
+    if t_scored is not None:
+        print(f"landmarks + blendshape scores: {n / t_scored:7.1f} fps ({t_scored / t_lmk:.2f}x the landmarks' time)")
+        print(f"total with scores: {n / (t_scored + t_fit):7.1f} fps (what Track runs)")
+    else:
+        print("blendshape scores: not measured (face_landmarker.task is not installed)")
+    print(f"peak memory {peak_mb:.0f} MB")
     return 0
 
 
