@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import csv
 import re
+from collections import Counter
 
 import bpy
 import numpy as np
 
 from ..rig.build import rig_mesh, rig_model_info
 from ..rig.rotations import euler_xyz_to_axis_angle
+from .fcurves import anim_data, assign_action, ensure_fcurve, new_action, push_to_nla, write_keys
 
 # Apple's ARFaceAnchor order, as Live Link Face writes its CSV columns.
 ARKIT_NAMES = (
@@ -72,6 +74,7 @@ def sample_take(rig: bpy.types.Object, scene: bpy.types.Scene, first: int, last:
     names, joints = list(info["expr_names"]), list(info["joint_names"])
     blocks = rig_mesh(rig).data.shape_keys.key_blocks
     sources = [_source_of(a, names) for a in ARKIT_NAMES]
+    jaw_open = "JawOpen" not in match_names(names)  # the head has no jawOpen component: the jaw bone says it
     frames = range(int(first), int(last) + 1)
     curves, pose = np.zeros((len(frames), len(ARKIT_NAMES))), np.zeros((len(frames), len(POSE_COLUMNS)))
     current = scene.frame_current
@@ -82,7 +85,7 @@ def sample_take(rig: bpy.types.Object, scene: bpy.types.Scene, first: int, last:
                 if src is not None and src in blocks:
                     curves[t, k] = blocks[src].value
             eul = {j: np.array(rig.pose.bones[joints[i]].rotation_euler) for j, i in _JOINTS.items() if i < len(joints)}
-            if "jaw" in eul and "JawOpen" not in match_names(names):
+            if "jaw" in eul and jaw_open:
                 curves[t, ARKIT_NAMES.index("JawOpen")] = eul["jaw"][0] / JAW_OPEN_RAD
             for c, j in enumerate(("head", "eye_L", "eye_R")):
                 if j in eul:
@@ -140,7 +143,7 @@ def _rate_of(codes: list[str]) -> float | None:
     secs = [c.rsplit(":", 1)[0] for c in codes if c.count(":") == 3]
     if len(secs) != len(codes) or not secs:
         return None
-    counts = [secs.count(s) for s in dict.fromkeys(secs)][1:-1]
+    counts = list(Counter(secs).values())[1:-1]  # insertion order: the first and last seconds are partial
     if counts:
         return float(np.median(counts))
     return float(max(int(float(c.rsplit(":", 1)[1])) for c in codes) + 1) if len(codes) > 1 else None
@@ -174,8 +177,6 @@ def channels_columns(cols: dict[str, np.ndarray], expr_names) -> dict[str, np.nd
 def retarget(curves: np.ndarray, target: bpy.types.Object, frame_start: int, action_name: str) -> list[str]:
     """Key ARKit curves (T, 52) onto ``target``'s ARKit-named shape keys in a new action; the matched ARKit
     names. The target's previous shape-key action is kept (pushed aside, not deleted)."""
-    from .fcurves import anim_data, assign_action, ensure_fcurve, new_action, push_to_nla, write_keys
-
     keys = getattr(getattr(target, "data", None), "shape_keys", None)
     if keys is None:
         raise ArkitError(f"{target.name!r} has no shape keys to retarget onto")
