@@ -163,7 +163,10 @@ class TrackJob(WorkerJob):
             strip = add_sound_strip(scene, self.video, frame_start)  # the video itself: it outlives the cache
         rig["cadence"]["last_track"] = {"video": self.video, **saved, "camera": camera,
                                         "identity": identity.tolist(), "take": take,
-                                        "frame_rate": self.rate_note or "the video's and the scene's rates match"}
+                                        "frame_rate": self.rate_note or "the video's and the scene's rates match",
+                                        "score_fused": list((data.get("report") or {}).get("score_fused", [])),
+                                        "lip_contact_frames": int((data.get("report") or {}).get(
+                                            "lip_contact_frames", 0))}
         record_embedding(rig, self.params)
         report.update(frames=(frame_start, last), take=take, camera=cam.name, sound=strip.name if strip else "",
                       frames_without_face=list(data.get("frames_without_face", [])),
@@ -177,7 +180,8 @@ def _keep_track_files(data: dict, stem: str) -> dict:
 
     folder = os.path.join(cache_dir(), "tracks", f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}")
     os.makedirs(folder, exist_ok=True)
-    out = {"channels_file": os.path.join(folder, "tracked.npz"), "audio_file": "", "clip_file": ""}
+    out = {"channels_file": os.path.join(folder, "tracked.npz"), "audio_file": "", "clip_file": "",
+           "blendshapes_file": ""}
     try:
         shutil.copyfile(data["channels_file"], out["channels_file"])
         if data.get("audio_file") and os.path.isfile(data["audio_file"]):
@@ -186,6 +190,9 @@ def _keep_track_files(data: dict, stem: str) -> dict:
         if data.get("clip_file") and os.path.isfile(data["clip_file"]):  # the video at the scene's rate
             out["clip_file"] = os.path.join(folder, "clip.mp4")
             shutil.copyfile(data["clip_file"], out["clip_file"])
+        if data.get("blendshapes_file") and os.path.isfile(data["blendshapes_file"]):  # (T, 52) MediaPipe's scores
+            out["blendshapes_file"] = os.path.join(folder, "blendshapes.npy")
+            shutil.copyfile(data["blendshapes_file"], out["blendshapes_file"])
     except OSError as exc:
         raise TrackVideoError(f"Cannot keep the tracked take in Cadence's cache ({folder}): {exc}") from exc
     return out

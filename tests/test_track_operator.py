@@ -120,6 +120,10 @@ def test_track_video_keys_a_take_matches_the_camera_and_applies_identity(cadence
     last = rig["cadence"]["last_track"].to_dict()
     assert last["video"] == clip["video"] and Path(last["channels_file"]).is_file()
     assert Path(last["audio_file"]).is_file() and last["take"] == "talk track"
+    # MediaPipe's 52 scores are kept with the take, one row per tracked frame.
+    scores = np.load(last["blendshapes_file"])
+    assert scores.shape[1] == 52 and np.isfinite(scores).all(1).mean() > 0.9
+    assert isinstance(last["score_fused"], list) and last["lip_contact_frames"] >= 0
     # The tracked take, as its own take (actions "<take> head" / "<take> face").
     actions = [a.name for a in bpy.data.actions]
     assert any(name.startswith("talk track") for name in actions), actions

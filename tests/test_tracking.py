@@ -59,15 +59,16 @@ def encode_mp4(frames_glob: str, fps: float, out: str, audio: str | None = None)
     return out
 
 
-def render_truth(cadence, scene, out_dir: Path, n: int = N_FRAMES, size: int = SIZE) -> dict:
-    """Add the default head, key the truth take, stage a Workbench camera, render, encode; returns the truth."""
+def render_truth(cadence, scene, out_dir: Path, n: int = N_FRAMES, size: int = SIZE, channels=None) -> dict:
+    """Add the default head, key the truth take (``channels(protocol, expr_names, n)``, default
+    ``truth_channels``), stage a Workbench camera, render, encode; returns the truth."""
     import bpy
 
     scene.render.fps, scene.render.fps_base = FPS, 1.0
     assert bpy.ops.cadence.add_head() == {"FINISHED"}
     rig = bpy.context.active_object
     info = rig["cadence"]
-    ch = truth_channels(cadence.inference.protocol, tuple(info["expr_names"]), n)
+    ch = (channels or truth_channels)(cadence.inference.protocol, tuple(info["expr_names"]), n)
     cadence.operators.keys.keyframes.write_take(rig, ch, frame_start=1, take_name="Truth")
     scene.frame_start, scene.frame_end = 1, n
     cam = cadence.operators.preview.stage(scene, rig, engine="WORKBENCH", size=size)
@@ -138,6 +139,74 @@ def _score(res, gt, head) -> dict:
             "jaw": float(geodesic_deg(ch.get("jaw"), gt.get("jaw")).mean()), "depth_mm": depth}
 
 
+def pressed_lips_channels(protocol, expr_names: tuple[str, ...], n: int = 60, fps: float = FPS):
+    """Lips pressed together (jaw shut, mouthPress) in half the frames, the jaw open up to 0.25 rad in the
+    others, while the head turns (±25 deg yaw, ±12 deg pitch), smiles a little and looks about (both eyes
+    ±15 deg yaw, ±8 deg pitch)."""
+    t = np.arange(n) / fps
+    rot = np.zeros((n, 3))
+    rot[:, 1] = np.radians(25) * np.sin(2 * np.pi * t / 2.4)
+    rot[:, 0] = np.radians(12) * np.sin(2 * np.pi * t / 1.9 + 0.4)
+    phase = np.sin(2 * np.pi * t / 1.2)  # > 0: mouth open
+    jaw = np.zeros((n, 3))
+    jaw[:, 0] = 0.25 * np.clip(phase, 0, None)
+    expr = np.zeros((n, len(expr_names)))
+    idx = {name: i for i, name in enumerate(expr_names)}
+    expr[:, idx["mouthPress"]] = 0.6 * np.clip(-phase, 0, None)
+    expr[:, idx["mouthSmile_L"]] = expr[:, idx["mouthSmile_R"]] = 0.3 * (1 + np.sin(2 * np.pi * t / 2.0)) / 2
+    eyes = np.zeros((n, 2, 3))
+    eyes[:, :, 1] = np.radians(15) * np.sin(2 * np.pi * t / 1.6 + 0.3)[:, None]
+    eyes[:, :, 0] = np.radians(8) * np.sin(2 * np.pi * t / 1.1)[:, None]
+    groups = {"head_rotation": rot, "head_translation": np.zeros((n, 3)), "jaw": jaw, "expression": expr,
+              "eyes": eyes}
+    return protocol.Channels(fps=fps, n_frames=n, expr_names=expr_names, groups=groups)
+
+
+@pytest.mark.slow
+def test_pressed_lips_touch_on_the_tracked_head(cadence, calibrated_cache, cache_folder, tmp_path):
+    """Where the rendered lips are together, the tracked head's lips touch (mean inner-lip opening <= 1 mm)
+    on >= 90 % of those frames; where the mouth is open the head's is too. The gaze follows the truth."""
+    import bpy
+
+    from inference.heads.head_model import HeadModel
+    from inference.tracking import lip_contact
+    from inference.tracking.track import track_video
+
+    bpy.ops.wm.read_homefile(use_empty=True)
+    try:
+        with cache_folder(calibrated_cache):
+            truth = render_truth(cadence, bpy.context.scene, tmp_path, n=60, channels=pressed_lips_channels)
+            head = HeadModel.load(cadence.operators.landmarks.ensure_landmark_embedding(truth["rig"], bpy.context))
+    finally:
+        bpy.ops.wm.read_homefile(use_empty=True)
+    gt = truth["channels"]
+    res = track_video(truth["video"], head, fps=FPS, audio_dir=tmp_path, lens_mm=truth["focal_px"] * 36.0 / SIZE)
+    true_gap = lip_contact.gap_mm(head, None, gt.get("expression"), gt.get("jaw"))
+    gap = lip_contact.gap_mm(head, res.identity, res.channels.get("expression"), res.channels.get("jaw"))
+    closed, wide = true_gap <= lip_contact.TOUCH_MM, true_gap > 8.0
+    assert closed.sum() >= 20 and wide.sum() >= 10, (closed.sum(), wide.sum())
+    touching = float((gap[closed] <= lip_contact.TOUCH_MM).mean())
+    print(f"\npressed lips: {closed.sum()} closed frames, tracked touching on {touching:.0%} "
+          f"(median gap {np.median(gap[closed]):.2f} mm); open frames' gap {np.median(gap[wide]):.1f} mm "
+          f"(true {np.median(true_gap[wide]):.1f})")
+    assert touching >= 0.9, (touching, gap[closed])
+    assert res.report["lip_contact_fitted"] and res.report["lip_contact_frames"] >= 0.8 * closed.sum()
+    assert np.median(gap[wide]) > 4.0, gap[wide]  # contact is not forced where the mouth is open
+    # Gaze: MediaPipe's irises on renders of the default head follow about 60 % of the eyes' turn (yaw slope
+    # 0.56 / 0.66, r 0.90), which the fit reproduces; no gain is applied, since on real faces the head's iris
+    # already follows the detected one (README).
+    got, want = res.channels.get("eyes"), gt.get("eyes")
+    fits = {}
+    for axis, name in ((1, "yaw"), (0, "pitch")):
+        for eye in (0, 1):
+            slope = np.polyfit(want[:, eye, axis], got[:, eye, axis], 1)[0]
+            fits[name, eye] = (slope, np.corrcoef(want[:, eye, axis], got[:, eye, axis])[0, 1])
+    print("gaze (slope, r): " + ", ".join(f"{n} eye {e} {s:.2f} / {r:.2f}" for (n, e), (s, r) in fits.items()))
+    for eye in (0, 1):  # the yaw: the pitch's ±8 deg move the rendered iris under 2 px, below the detector's noise
+        slope, r = fits["yaw", eye]
+        assert r >= 0.8 and 0.45 <= slope <= 1.3, (eye, slope, r)
+
+
 @pytest.mark.slow
 def test_tracking_recovers_head_pose_and_jaw(tracked):
     """Head rotation within 2 deg and jaw within 3 deg (mean) of a rendered animation under a known camera."""
@@ -168,10 +237,10 @@ def test_tracking_recovers_head_pose_and_jaw(tracked):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="measured r 0.72 / 0.70 smiles, 0.68 brow, 0.69 / 0.73 blinks: MediaPipe's lid and "
-                   "brow points on the default head drift with the head's pitch (the open lid gap reads 40 % short at "
-                   "-20 deg) and close only part way on a blink; with every other landmark perfect, the detected lids "
-                   "alone limit eyeBlink_L to r 0.61")
+@pytest.mark.xfail(strict=False, reason="measured r 0.72 / 0.76 smiles, 0.69 brow, 0.82 / 0.90 blinks (blinks from the "
+                   "blendshape-score fusion; 0.69 / 0.73 from the landmarks alone): the blendshape model reads the "
+                   "default head's resting brows as raised, and MediaPipe's lid and brow points drift with the head's "
+                   "pitch, so brow and smiles stay near 0.7")
 def test_tracking_recovers_expression_curves(tracked):
     for name, c in tracked["known"]["corr"].items():
         assert c >= 0.8, (name, c)

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..heads.head_model import HeadModel
 from . import fit_gn as gn
-from . import pose_calibration
+from . import lip_contact, pose_calibration
 from .landmark_rig import LandmarkRig
 
 # MediaPipe face-oval indices: the detector slides these inside the silhouette, so they are down-weighted.
@@ -60,6 +60,10 @@ class FitOptions:
     # On jaw y/z (sideways / twist) and on negative (closing past rest) opening. Firm: with a weak prior the
     # fit explains mouth-shape residuals with spurious jaw twist (1.3-1.6 deg mean on the rendered ground truth).
     jaw_prior: float = 1e-1
+    # On each eye's pitch / yaw (rad^2). At 1e-3 the irises moved 6-12 % as far as a real person's; at 1e-6
+    # the head's iris follows the video's (fixture clip a, iris offset in eye widths: slope 0.91 / 0.62, r 0.95 /
+    # 0.70). Coupling the eyes (a prior on their difference) lowered both figures on the fixture clips.
+    eye_prior: float = 1e-6
     # First differences between frames (rotation in rad; translation x 100). Per-frame (static) detections
     # jitter more than MediaPipe's tracking mode: on the rendered ground truth 2e-3 -> 1e-2 took the corrected
     # head error 1.90 -> 1.76 deg.
@@ -93,6 +97,11 @@ class FitOptions:
     # ["focal_ratio"]): the search reads the detector's landmarks as a too short lens. On the rendered ground
     # truth: focal 528 -> 744 px (true 756), head rotation error 2.18 -> 1.87 deg.
     focal_correction: bool = True
+    # Lip contact as an observation (lip_contact.py): in frames where the detected inner lips touch, the head's
+    # lips are held together by a one-sided residual on their opening, this strong (per face width squared,
+    # against the landmark cost per face width squared).
+    lip_contact: bool = True
+    w_contact: float = 30.0
 
 
 @dataclass
@@ -159,12 +168,16 @@ def fit_landmarks(head: HeadModel, obs: np.ndarray, valid: np.ndarray, width: in
     lw = _weights(head, ids, opts, fit_eyes)
     bounded = is_bounded(head)
     names = list(head.joint_names)
+    rows = lip_contact.pair_rows(head) if opts.lip_contact and "jaw" in names else None
+    touching = lip_contact.seen(obs) * valid
     prob = gn.Problem(
         rig=rig, n_joints=head.n_joints, jaw_idx=names.index("jaw") if "jaw" in names else None,
         eye_idx=[names.index(n) for n in ("eye_L", "eye_R") if n in names], obs=obs_l,
         weight=lw / lw.sum() / max(face_px, 1.0) ** 2, valid=valid.astype(np.float64), bounded=bounded,
         expr_prior=opts.expr_prior if bounded else opts.expr_prior_generic, jaw_prior=opts.jaw_prior,
-        fit_eyes=fit_eyes)
+        eye_prior=opts.eye_prior, fit_eyes=fit_eyes)
+    if rows is not None and touching.any():
+        prob.contact = lip_contact.ContactTerm(lip_contact.ContactRig(head, rows), opts.w_contact * touching)
     E, S = head.n_expr, head.n_shape
     J0 = head.rest_joints()[0]
     frames = np.flatnonzero(valid)
@@ -190,7 +203,8 @@ def fit_landmarks(head: HeadModel, obs: np.ndarray, valid: np.ndarray, width: in
     # Focal: profile search over a log grid on a subset of frames, refined by a parabola in log f.
     scale = float(max(width, height))
     f0 = 0.5 * scale / np.tan(np.radians(opts.prior_fov_deg) / 2)
-    report = {"face_width_px": face_px, "bounded_expression": bounded}
+    report = {"face_width_px": face_px, "bounded_expression": bounded,
+              "lip_contact_frames": int((touching >= 0.5).sum()), "lip_contact_fitted": prob.contact is not None}
     if focal_px is None:
         probe = frames[np.linspace(0, len(frames) - 1, min(len(frames), opts.focal_probe_frames)).round().astype(int)]
         sub = prob.frames(probe)

@@ -96,11 +96,14 @@ class Problem:
     frame_weight: np.ndarray | None = None  # (T, L) per frame multipliers of ``weight`` (visibility), optional
     hold_rigid: bool = False  # keep head rotation + translation where they are (a jaw / mouth-only pass)
     expr_free: np.ndarray | None = None  # (E,) bool: the expressions the solve may move (default: all)
+    contact: object | None = None  # lip_contact.ContactTerm: the lips' opening where the video shows them touching
 
     def frames(self, idx: np.ndarray) -> Problem:
         """The problem restricted to the frames ``idx``."""
         fw = None if self.frame_weight is None else self.frame_weight[idx]
-        return Problem(**{**self.__dict__, "obs": self.obs[idx], "valid": self.valid[idx], "frame_weight": fw})
+        contact = None if self.contact is None else self.contact.frames(idx)
+        return Problem(**{**self.__dict__, "obs": self.obs[idx], "valid": self.valid[idx], "frame_weight": fw,
+                          "contact": contact})
 
     def pose(self, s: State, jaw: np.ndarray | None = None, eyes: np.ndarray | None = None) -> np.ndarray:
         T = len(s.rot)
@@ -126,6 +129,8 @@ class Problem:
              + np.minimum(s.jaw[:, 0], 0.0) ** 2))
         if self.fit_eyes:
             c = c + self.eye_prior * (s.eyes**2).sum((1, 2))
+        if self.contact is not None:
+            c = c + self.contact.cost(s.shape, s.expr, s.jaw)
         return c
 
 
@@ -201,6 +206,16 @@ def solve(prob: Problem, s: State, cam: Camera, iters: int, rigid_only: bool = F
         Jt = J.transpose(0, 2, 1)
         H = Jt @ J  # batched BLAS: far faster than einsum here
         g = (Jt @ rr[..., None])[..., 0]
+        if prob.contact is not None and (n_jaw or E):  # lip contact: rows in the jaw and the expressions only
+            rc, dj, de = prob.contact.terms(s.shape, s.expr, s.jaw)
+            Jc = np.zeros(rc.shape + (P,))
+            if n_jaw and dj is not None:
+                Jc[:, :, 6:9] = dj
+            if E:
+                Jc[:, :, P - E:] = de
+            Jct = Jc.transpose(0, 2, 1)
+            H = H + Jct @ Jc
+            g = g + (Jct @ rc[..., None])[..., 0]
         # Priors (on the parameters' current values).
         o = 6
         if n_jaw:

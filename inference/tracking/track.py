@@ -20,7 +20,7 @@ import numpy as np
 
 from ..heads.head_model import HeadModel
 from ..protocol import Channels
-from . import landmarker_model
+from . import landmarker_model, pose_calibration, score_fusion
 from . import video as vid
 from .face_landmarks import BLENDSHAPE_NAMES, N_LANDMARKS, LandmarkTracker
 from .fit import FitError, FitOptions, fit_landmarks
@@ -222,13 +222,24 @@ def track_video(video_path: str | os.PathLike, head: HeadModel, fps: float, max_
     except FitError as exc:
         raise TrackError(str(exc)) from exc
     t_fit = time.perf_counter() - t1
+    expression, fused = fit.expression, []
+    if scores is not None:  # the blendshape scores where this head's calibration found they add to the fit
+        calib = head.meta.get(pose_calibration.CORRECTION_KEY)
+        got = score_fusion.fuse(calib.get("score_fusion") if isinstance(calib, dict) else None, fit.expression,
+                                scores, fit.report.get("bounded_expression", False))
+        if got is None:
+            warnings.append("this head's calibration has no blendshape-score fusion (built without the blendshape "
+                            "model, or by an older Cadence): expressions come from the landmarks alone")
+        else:
+            expression, fused = got
+    fit.report["score_fused"] = [head.expr_names[k] for k in fused]
 
     ch = Channels(fps=fps, n_frames=T, expr_names=head.expr_names,
                   meta={"source": "track", "video": info.path, "rms_px": fit.rms_px})
     ch.set("head_rotation", fit.head_rotation)
     ch.set("head_translation", fit.head_translation)
     ch.set("jaw", fit.jaw)
-    ch.set("expression", fit.expression)
+    ch.set("expression", expression)
     if "eyes" in fit.report:
         ch.set("eyes", fit.report.pop("eyes"))
     say(1.0, "tracking done")

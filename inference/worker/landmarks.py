@@ -59,12 +59,13 @@ def calibrate_pose_job(params: dict, ctx: JobContext) -> dict:
     "rot" (N, 3), "jaw" (N, 3), "expr" (N, E) of each render, "focal_px", "width", "height", "position" (the
     camera's, model space, looking along -Z)}
     -> the correction dict (pose_calibration.learn) + {"detected": renders with a face, "focal_ratio": true /
-    searched focal length (pose_calibration.focal_ratio), "focal_estimates_px": the searches}.
+    searched focal length (pose_calibration.focal_ratio), "focal_estimates_px": the searches, "score_fusion":
+    the blendshape scores' fusion with the fit (score_fusion.learn; absent without the blendshape model)}.
     """
     import cv2  # noqa: PLC0415 - heavy, worker only
 
     from ..heads.head_model import HeadModel, HeadModelError  # noqa: PLC0415
-    from ..tracking import face_landmarks, pose_calibration  # noqa: PLC0415
+    from ..tracking import face_landmarks, landmarker_model, pose_calibration, score_fusion  # noqa: PLC0415
     from ..tracking.fit import FitError, FitOptions, fit_landmarks  # noqa: PLC0415
     from ..tracking.track import fits_eyes  # noqa: PLC0415
 
@@ -80,13 +81,18 @@ def calibrate_pose_job(params: dict, ctx: JobContext) -> dict:
     if any(len(v) != len(images) for v in truth.values()):
         raise JobError("calibrate_pose: 'truth' must have one row per image")
     det = np.full((len(images), face_landmarks.N_LANDMARKS, 3), np.nan)
-    with face_landmarks.LandmarkTracker(static=True) as tracker:  # each render is an unrelated image
+    scores_model = landmarker_model.find_model(params.get("scores_model"))
+    scores = np.full((len(images), len(face_landmarks.BLENDSHAPE_NAMES)), np.nan)
+    # Each render is an unrelated image: static mode.
+    with face_landmarks.LandmarkTracker(static=True, scores_model=scores_model) as tracker:
         for i, path in enumerate(images):
             ctx.check_cancelled()
             bgr = cv2.imread(path, cv2.IMREAD_COLOR)
             pts = None if bgr is None else tracker.process(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
             if pts is not None:
                 det[i] = pts
+                if tracker.last_scores is not None:
+                    scores[i] = tracker.last_scores
             if i % 25 == 0:
                 ctx.progress(0.6 * i / len(images), "finding landmarks on the calibration renders")
     ok = np.isfinite(det[:, 0, 0])
@@ -101,6 +107,10 @@ def calibrate_pose_job(params: dict, ctx: JobContext) -> dict:
         true = pose_calibration.face_depth(head, truth["rot"][ok], np.zeros((int(ok.sum()), 3)),
                                            float(params["position"][2]))
         out.update(pose_calibration.learn_depth(fit.head_rotation, fit.jaw, fit.expression, fitted / true - 1))
+        scored = np.isfinite(scores[ok]).all(1)
+        if scores_model is not None and scored.sum() >= 0.8 * ok.sum():
+            out["score_fusion"] = score_fusion.learn(fit.expression[scored], scores[ok][scored],
+                                                     truth["expr"][ok][scored])
         # The focal search's bias: search the lens on a few random subsets of the renders (one camera).
         rng = np.random.default_rng(0)
         found = []

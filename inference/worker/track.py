@@ -58,8 +58,13 @@ def track(params: dict, ctx: JobContext) -> dict:
         if warn:
             res.warnings.append(warn)
     np.save(os.path.join(ctx.out_dir, "landmarks.npy"), res.landmarks.astype(np.float32))
+    scores_file = None
+    if res.blendshapes is not None:  # (T, 52) in face_landmarks.BLENDSHAPE_NAMES order, NaN where none
+        scores_file = os.path.join(ctx.out_dir, "blendshapes.npy")
+        np.save(scores_file, res.blendshapes.astype(np.float32))
     report = {k: v for k, v in res.report.items() if isinstance(v, (int, float, str, bool))}
-    return {
+    report["score_fused"] = [str(n) for n in res.report.get("score_fused", [])]
+    return {"blendshapes_file": scores_file,
         "channels_file": path, "identity": [float(x) for x in res.identity], "camera": res.camera,
         "audio_file": res.audio_file, "n_frames": res.n_frames, "frames_without_face": res.frames_without_face,
         "warnings": res.warnings, "video_fps": res.video_fps, "report": report, "clip_file": clip_file,

@@ -26,6 +26,7 @@ import numpy as np
 from ...inference.heads.head_model import HeadModel
 from ...inference.tracking.fit import is_bounded
 from ...inference.tracking.fit_gn import view_angles
+from ..prefs import face_landmarker
 from ..worker.job import WorkerJob
 from .landmark_render import HeadRenderer, LandmarkError, detect_landmarks, frame_camera
 
@@ -173,7 +174,8 @@ def calibrate_pose_steps(model: HeadModel, shape: np.ndarray | None, model_file:
     np.savez(truth, **poses)
     job = _PoseCalibrationJob(context, {"head_file": model_file, "images": images, "truth": truth,
                                         "focal_px": cam.focal_px, "width": cam.width, "height": cam.height,
-                                        "position": [float(x) for x in cam.position]})
+                                        "position": [float(x) for x in cam.position],
+                                        "scores_model": face_landmarker(context) or None})
     job.submit()
     try:
         while not job.poll():
