@@ -85,8 +85,9 @@ def _rig_model(rig: bpy.types.Object) -> tuple[HeadModel, dict]:
 
 # Bumped whenever the calibration changes, so embeddings cached by an older Cadence are rebuilt.
 # 3: 15-view grid + per-landmark detector drift model; 4: rendered with the rig's materials; 5: + pose calibration;
-# 6: + focal ratio and depth correction; 7: + blendshape-score fusion, fitted with lip contact
-CALIBRATION_VERSION = 7
+# 6: + focal ratio and depth correction; 7: + blendshape-score fusion, fitted with lip contact; 8: pose renders
+# through four lenses, proximity in the correction
+CALIBRATION_VERSION = 8
 
 
 def embedding_path(model: HeadModel, context: bpy.types.Context, model_hash: str = "") -> str:

@@ -50,3 +50,24 @@ def test_fusion_refuses_bad_input_and_malformed_calibrations():
     bad = np.asarray(d["coef"])
     bad[1, 3] = np.nan
     assert score_fusion.fuse({**d, "coef": bad.tolist()}, fit, scores, True) is None
+
+
+def test_expressions_that_open_the_lips_keep_the_fit_values():
+    """The lips' opening belongs to the landmarks and the contact term: a fused mouthClose would undo it."""
+    import os
+
+    from inference.heads.default_head import load_or_build
+    from inference.tracking import lip_contact, score_fusion
+
+    head = load_or_build(os.environ.get("CADENCE_TEST_CACHE", "/tmp/cadence_test_cache"))
+    mm = lip_contact.opening_per_unit(head)
+    owns = np.abs(mm) > lip_contact.OWNS_OPENING_MM
+    names = list(head.expr_names)
+    assert owns[names.index("mouthClose")] and mm[names.index("mouthClose")] < 0
+    assert not owns[names.index("eyeBlink_L")] and not owns[names.index("mouthSmile_L")]
+    E = head.n_expr
+    d = {"basis": score_fusion.BASIS, "coef": np.ones((E, 54)).tolist(), "used": [True] * E}
+    fit = np.full((3, E), 0.1)
+    out, fused = score_fusion.fuse(d, fit, np.zeros((3, 52)), True, keep=owns)
+    assert names.index("mouthClose") not in fused and names.index("eyeBlink_L") in fused
+    np.testing.assert_array_equal(out[:, owns], fit[:, owns])

@@ -207,6 +207,76 @@ def test_pressed_lips_touch_on_the_tracked_head(cadence, calibrated_cache, cache
         assert r >= 0.8 and 0.45 <= slope <= 1.3, (eye, slope, r)
 
 
+def elevated_camera(cadence, scene, rig, elevation_deg: float, lens_mm: float, size: int = SIZE) -> np.ndarray:
+    """Stage the preview camera, then give it ``lens_mm`` (moved so the head keeps its size in the frame) and
+    orbit it ``elevation_deg`` above (+) or below (-) the head, looking at it. Returns the camera's rotation in
+    the rig's model space (the track contract's camera frame for this view)."""
+    import math
+
+    import bpy
+    from mathutils import Matrix
+
+    cam = cadence.operators.preview.stage(scene, rig, engine="WORKBENCH", size=size)
+    bpy.context.view_layer.update()
+    lo, hi = cadence.operators.preview.head_bounds(bpy.data.objects[rig["cadence"]["mesh"]])
+    centre = (lo + hi) / 2
+    offset = (cam.location - centre) * (lens_mm / cam.data.lens)
+    cam.data.lens = lens_mm
+    orbit = Matrix.Rotation(math.radians(-elevation_deg), 3, "X")
+    cam.location = centre + orbit @ offset
+    cam.rotation_euler = (orbit @ cam.rotation_euler.to_matrix()).to_euler()
+    bpy.context.view_layer.update()
+    return np.array(rig.matrix_world.inverted() @ cam.matrix_world)[:3, :3]
+
+
+@pytest.mark.slow
+def test_pitch_holds_under_a_raised_or_lowered_camera_and_a_wide_lens(cadence, calibrated_cache, cache_folder,
+                                                                    tmp_path):
+    """The known animation seen from 15 deg above and below the head, through an 85 mm and a 35 mm lens
+    (the head about 0.7 m and 0.3 m away): the tracked head's mean pitch stays within 2 deg of the truth (as
+    the camera sees it), and its rotation within 3 deg (mean) through the long lens."""
+    import bpy
+
+    from inference.heads.head_model import HeadModel, rodrigues
+    from inference.tracking.fit_gn import log_rot, view_angles
+    from inference.tracking.track import track_video
+
+    n, figures = 60, {}
+    for elevation in (15.0, -15.0):
+        for lens in (85.0, 35.0):
+            bpy.ops.wm.read_homefile(use_empty=True)
+            scene = bpy.context.scene
+            scene.render.fps, scene.render.fps_base = FPS, 1.0
+            try:
+                with cache_folder(calibrated_cache):
+                    assert bpy.ops.cadence.add_head() == {"FINISHED"}
+                    rig = bpy.context.active_object
+                    gt = truth_channels(cadence.inference.protocol, tuple(rig["cadence"]["expr_names"]), n)
+                    cadence.operators.keys.keyframes.write_take(rig, gt, frame_start=1, take_name="Truth")
+                    scene.frame_start, scene.frame_end = 1, n
+                    C = elevated_camera(cadence, scene, rig, elevation, lens)
+                    folder = tmp_path / f"e{elevation:+.0f}_l{lens:.0f}"
+                    folder.mkdir()
+                    for i in range(n):
+                        scene.frame_set(1 + i)
+                        scene.render.filepath = str(folder / f"f_{i:04d}.png")
+                        bpy.ops.render.render(write_still=True)
+                    head = HeadModel.load(cadence.operators.landmarks.ensure_landmark_embedding(rig, bpy.context))
+            finally:
+                bpy.ops.wm.read_homefile(use_empty=True)
+            video = encode_mp4(str(folder / "f_%04d.png"), FPS, str(folder / "truth.mp4"))
+            res = track_video(video, head, fps=FPS, audio_dir=tmp_path, lens_mm=lens)
+            seen = log_rot(np.einsum("ba,tbc->tac", C, rodrigues(gt.get("head_rotation"))))  # as the camera sees it
+            got = res.channels.get("head_rotation")
+            pitch_bias = np.degrees((view_angles(rodrigues(got))[1] - view_angles(rodrigues(seen))[1]).mean())
+            figures[elevation, lens] = (float(pitch_bias), float(geodesic_deg(got, seen).mean()))
+    print("\nraised / lowered camera (pitch bias, rotation error, deg): "
+          + ", ".join(f"{e:+.0f} deg {lens:.0f} mm {b:+.2f} / {r:.2f}" for (e, lens), (b, r) in figures.items()))
+    for (e, lens), (bias, err) in figures.items():
+        # The wide lens is a guard, not a goal met: a close camera's perspective still costs the turns (README).
+        assert abs(bias) <= 2.0 and err <= (3.0 if lens > 50 else 7.0), (e, lens, bias, err)
+
+
 @pytest.mark.slow
 def test_tracking_recovers_head_pose_and_jaw(tracked):
     """Head rotation within 2 deg and jaw within 3 deg (mean) of a rendered animation under a known camera."""
@@ -237,10 +307,10 @@ def test_tracking_recovers_head_pose_and_jaw(tracked):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="measured r 0.72 / 0.76 smiles, 0.69 brow, 0.82 / 0.90 blinks (blinks from the "
-                   "blendshape-score fusion; 0.69 / 0.73 from the landmarks alone): the blendshape model reads the "
-                   "default head's resting brows as raised, and MediaPipe's lid and brow points drift with the head's "
-                   "pitch, so brow and smiles stay near 0.7")
+@pytest.mark.xfail(strict=False, reason="measured r 0.79 / 0.76 smiles, 0.69 brow, 0.84 / 0.89 blinks (smiles and blinks "
+                   "from the blendshape-score fusion; 0.72 / 0.70 and 0.69 / 0.73 from the landmarks alone): the "
+                   "blendshape model reads the default head's resting brows as raised, and MediaPipe's brow points "
+                   "drift with the head's pitch")
 def test_tracking_recovers_expression_curves(tracked):
     for name, c in tracked["known"]["corr"].items():
         assert c >= 0.8, (name, c)

@@ -258,17 +258,19 @@ def fit_landmarks(head: HeadModel, obs: np.ndarray, valid: np.ndarray, width: in
     r, *_ = prob.residual(st, cam)
     rot, trans = st.rot, st.trans
     arm = neutral.mean(0) - J0  # root joint (the neck) -> face centre
-    fixed = pose_calibration.correct(head, st.rot, st.jaw, st.expr) if opts.pose_correction else None
+    prox = pose_calibration.proximity(head, st.rot, st.trans, float(cam.position[2]))
+    fixed = pose_calibration.correct(head, st.rot, st.jaw, st.expr, prox) if opts.pose_correction else None
     if fixed is not None:  # after the residual: rms_px reports how well the landmarks were fitted
         rot = _unwrap_aa(fixed)
         # Turned about the root joint, the face would move: keep the face's centre where it was seen.
         trans = st.trans + np.einsum("tab,b->ta", gn.rodrigues(st.rot) - gn.rodrigues(rot), arm)
     report["pose_corrected"] = fixed is not None
-    rel = pose_calibration.depth_error(head, st.rot, st.jaw, st.expr) if opts.pose_correction else None
+    rel = pose_calibration.depth_error(head, st.rot, st.jaw, st.expr, prox) if opts.pose_correction else None
     if rel is not None:  # slide the face along its line of sight to the depth the calibration expects
         centre = np.einsum("tab,b->ta", gn.rodrigues(rot), arm) + J0 + trans
         trans = trans + (centre - cam.position) * (1.0 / (1.0 + rel[:, None]) - 1.0)
     report["depth_corrected"] = rel is not None
+    report["proximity"] = float(np.median(prox))  # face width / distance: the camera's perspective
     px = np.sqrt((r**2).sum(2) / np.maximum(prob.weight, 1e-30)[None])  # unweighted pixel error per landmark
     rms = float(np.sqrt((px[valid][:, lw > 0] ** 2).mean()))
     shift = trans.mean(0)  # keep the head near the origin: move camera and head together

@@ -98,6 +98,21 @@ class ContactRig:
         return value, d_jaw, d_expr
 
 
+OWNS_OPENING_MM = 1.0  # an expression that opens / closes the lips more than this per unit belongs to the fit
+
+
+def opening_per_unit(head: HeadModel) -> np.ndarray:
+    """(E,) how far each expression at 1 opens (+) or closes (-) the lips at rest, in millimetres (zeros for a
+    head without the lip landmarks). The track keeps the fit's values for those that move the lips: the
+    landmarks and the contact term own the lips' opening (score_fusion must not undo a contact)."""
+    rows = pair_rows(head)
+    if rows is None:
+        return np.zeros(head.n_expr)
+    rig = ContactRig(head, rows)
+    _v, _dj, d_expr = rig.excess(np.zeros(head.n_shape), np.zeros((1, head.n_expr)), np.zeros((1, 3)))
+    return 1000.0 * rig.scale * d_expr[0].mean(0)
+
+
 def gap_mm(head: HeadModel, shape: np.ndarray | None, expr: np.ndarray, jaw: np.ndarray) -> np.ndarray:
     """(T,) the head's mean inner-lip opening in millimetres (NaN for a head without the lip landmarks)."""
     rows = pair_rows(head)

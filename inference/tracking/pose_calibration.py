@@ -6,7 +6,9 @@ default head the fit under-turns ~15 % and pitches with the jaw: 3.6 deg mean er
 calibration set of renders of the same head with KNOWN poses (random head turns, jaw openings and sparse
 expressions, rendered by operators/tracking/landmark_calibration.py) measures that bias as a function of what the
 fit returns; a ridge regression of the rotation error (axis-angle, head frame) on features of the fitted
-pose and expression then undoes it at tracking time. Stored in the head model's meta[CORRECTION_KEY]:
+pose, expression and the camera's proximity (face width / distance: the renders are made at several lens
+lengths, as a phone at arm's length sees a face in stronger perspective than a long lens does) then undoes
+it at tracking time. Stored in the head model's meta[CORRECTION_KEY]:
 {"basis": BASIS, "coef": (K, 3), "n": samples, "err_before_deg", "err_after_deg" (2-fold held out),
 "focal_ratio": true / estimated focal length}.
 
@@ -23,19 +25,31 @@ from ..heads.head_model import HeadModel, rodrigues
 from .fit_gn import log_rot, view_angles
 
 CORRECTION_KEY = "lmk_pose_correction"
-BASIS = "fitted_pose_jaw_expr_v1"
+BASIS = "fitted_pose_jaw_expr_proximity_v2"
+N_BASE = 12  # features before the expressions' (see ``features``)
 RIDGE = 0.1  # on the standardised-free features (angles in rad, expressions 0..1): chosen on held-out renders
 
 
-def features(rot: np.ndarray, jaw: np.ndarray, expr: np.ndarray) -> np.ndarray:
-    """(T, K) regressors from a fit's head rotation (T, 3) axis-angle, jaw (T, 3) and expression (T, E):
-    1, yaw, pitch and their squares/product, the jaw opening (also x yaw, x pitch), each expression (also
-    x yaw, x pitch). Yaw and pitch are where the face points as seen by the (contract) camera."""
+def features(rot: np.ndarray, jaw: np.ndarray, expr: np.ndarray, prox: np.ndarray) -> np.ndarray:
+    """(T, K) regressors from a fit's head rotation (T, 3) axis-angle, jaw (T, 3), expression (T, E) and the
+    camera's proximity (T,) (``proximity``): 1, yaw, pitch and their squares/product, the jaw opening (also
+    x yaw, x pitch), the proximity (also x yaw, x pitch), each expression (also x yaw, x pitch). Yaw and pitch
+    are where the face points as seen by the (contract) camera."""
     y, p = view_angles(rodrigues(np.asarray(rot, dtype=np.float64)))
     j = np.clip(np.asarray(jaw, dtype=np.float64)[:, 0], 0.0, None)
     e = np.asarray(expr, dtype=np.float64)
-    base = np.stack([np.ones_like(y), y, p, y * y, y * p, p * p, j, j * y, j * p], 1)
+    k = np.asarray(prox, dtype=np.float64) - PROXIMITY_REF
+    base = np.stack([np.ones_like(y), y, p, y * y, y * p, p * p, j, j * y, j * p, k, k * y, k * p], 1)
     return np.concatenate([base, e, e * y[:, None], e * p[:, None]], 1)
+
+
+PROXIMITY_REF = 0.27  # face width / distance of the 60 mm calibration camera: the features' zero
+
+
+def proximity(head: HeadModel, rot: np.ndarray, trans: np.ndarray, camera_z: float) -> np.ndarray:
+    """(T,) the face's width (neutral landmarks) over its distance from the (contract) camera."""
+    width = float(np.ptp(head.landmarks(head.forward()[0])[:, 0]))
+    return width / np.maximum(face_depth(head, rot, trans, camera_z), 1e-3)
 
 
 def rotation_error(fitted: np.ndarray, true: np.ndarray) -> np.ndarray:
@@ -50,12 +64,12 @@ def ridge(F: np.ndarray, Y: np.ndarray, lam: float = RIDGE) -> np.ndarray:
     return np.linalg.solve(F.T @ F + np.diag(pen), F.T @ Y)
 
 
-def learn(fit_rot: np.ndarray, fit_jaw: np.ndarray, fit_expr: np.ndarray, true_rot: np.ndarray,
+def learn(fit_rot: np.ndarray, fit_jaw: np.ndarray, fit_expr: np.ndarray, prox: np.ndarray, true_rot: np.ndarray,
           lam: float = RIDGE) -> dict:
-    """The correction from a calibration set: the fit's outputs and the true head rotations (N, 3).
+    """The correction from a calibration set: the fit's outputs (and proximity) and the true head rotations (N, 3).
 
     Reports the mean rotation error before and after correction on held-out halves (2-fold)."""
-    F = features(fit_rot, fit_jaw, fit_expr)
+    F = features(fit_rot, fit_jaw, fit_expr, prox)
     err = rotation_error(fit_rot, true_rot)
     n = len(F)
     if n < 2 * F.shape[1]:
@@ -84,7 +98,7 @@ def usable(meta: dict, n_expr: int) -> np.ndarray | None:
     if not isinstance(d, dict) or d.get("basis") != BASIS:
         return None
     coef = np.asarray(d.get("coef", []), dtype=np.float64)
-    if coef.shape != (9 + 3 * n_expr, 3) or not np.all(np.isfinite(coef)):
+    if coef.shape != (N_BASE + 3 * n_expr, 3) or not np.all(np.isfinite(coef)):
         return None
     return coef
 
@@ -98,13 +112,13 @@ def face_depth(head: HeadModel, rot: np.ndarray, trans: np.ndarray, camera_z: fl
     return camera_z - centre[:, 2]
 
 
-def learn_depth(fit_rot: np.ndarray, fit_jaw: np.ndarray, fit_expr: np.ndarray, rel_err: np.ndarray,
-                lam: float = RIDGE) -> dict:
+def learn_depth(fit_rot: np.ndarray, fit_jaw: np.ndarray, fit_expr: np.ndarray, prox: np.ndarray,
+                rel_err: np.ndarray, lam: float = RIDGE) -> dict:
     """The depth correction from a calibration set: the fit's relative face-depth error (fitted / true - 1)
     regressed on the same features as the rotation's. The detector's face shrinks and grows with the pose
     (on the default head the fitted depth follows the pitch: 18 mm std on the rendered ground truth).
     -> {"depth_coef": (K,), "depth_err_before", "depth_err_after" (relative std, 2-fold held out)}."""
-    F = features(fit_rot, fit_jaw, fit_expr)
+    F = features(fit_rot, fit_jaw, fit_expr, prox)
     e = np.asarray(rel_err, dtype=np.float64)[:, None]
     fold = np.arange(len(F)) % 2 == 0
     after = np.zeros(len(F))
@@ -114,15 +128,16 @@ def learn_depth(fit_rot: np.ndarray, fit_jaw: np.ndarray, fit_expr: np.ndarray, 
             "depth_err_after": float(after.std())}
 
 
-def depth_error(head: HeadModel, rot: np.ndarray, jaw: np.ndarray, expr: np.ndarray) -> np.ndarray | None:
+def depth_error(head: HeadModel, rot: np.ndarray, jaw: np.ndarray, expr: np.ndarray, prox: np.ndarray
+                ) -> np.ndarray | None:
     """(T,) predicted relative face-depth error (fitted / true - 1) of a fit, or None without a calibration."""
     d = head.meta.get(CORRECTION_KEY)
     if not isinstance(d, dict) or d.get("basis") != BASIS:
         return None
     coef = np.asarray(d.get("depth_coef", []), dtype=np.float64)
-    if coef.shape != (9 + 3 * head.n_expr,) or not np.all(np.isfinite(coef)):
+    if coef.shape != (N_BASE + 3 * head.n_expr,) or not np.all(np.isfinite(coef)):
         return None
-    return np.clip(features(rot, jaw, expr) @ coef, -0.3, 0.3)  # a larger "bias" is a failed calibration
+    return np.clip(features(rot, jaw, expr, prox) @ coef, -0.3, 0.3)  # a larger "bias" is a failed calibration
 
 
 FOCAL_RATIO_RANGE = (0.5, 3.0)  # a measured ratio outside this is a failed calibration, not a bias to undo
@@ -148,9 +163,10 @@ def focal_scale(meta: dict) -> float | None:
     return r if FOCAL_RATIO_RANGE[0] <= r <= FOCAL_RATIO_RANGE[1] else None
 
 
-def correct(head: HeadModel, rot: np.ndarray, jaw: np.ndarray, expr: np.ndarray) -> np.ndarray | None:
+def correct(head: HeadModel, rot: np.ndarray, jaw: np.ndarray, expr: np.ndarray, prox: np.ndarray
+            ) -> np.ndarray | None:
     """Corrected head rotations (T, 3), or None when the head has no (usable) calibration."""
     coef = usable(head.meta, head.n_expr)
     if coef is None:
         return None
-    return correct_with(coef, rot, features(rot, jaw, expr))
+    return correct_with(coef, rot, features(rot, jaw, expr, prox))

@@ -7,12 +7,11 @@ How the two sources combine (the track's contract):
   landmarks miss, the component becomes a linear fusion of the fit's value and the scores, learned by ridge
   regression on the calibration renders (random poses and expressions of THIS head, with known truth:
   operators/tracking/landmark_calibration.py). The map is per head, so it serves any head (a FLAME file's
-  components have no ARKit names); on the default head it leans on the like-named scores (eyeBlink_L on
-  eyeBlinkLeft/Right and eyeSquint*, ...).
+  components have no ARKit names).
 
-A component is fused only where the fusion's held-out correlation with the truth (2-fold) beats the fit
-alone by MARGIN: on the default head the blinks and smiles qualify (held-out r 0.61/0.57 -> 0.70/0.74 for
-the blinks), the brows do not (the blendshape model reads the default head's resting brows as raised).
+A component is fused only where the fusion's cross-validated correlation with the truth beats the fit
+alone by MARGIN: on the default head the blinks and some mouth shapes (smiles, frowns) qualify, the brows
+do not (the blendshape model reads the default head's resting brows as raised).
 Stored in the head model's meta[pose_calibration.CORRECTION_KEY]["score_fusion"].
 """
 
@@ -24,8 +23,9 @@ from .face_landmarks import BLENDSHAPE_NAMES
 
 BASIS = "fit_and_52_scores_v1"
 RIDGE = 0.1  # on 0..1 scores: chosen on held-out calibration renders (0.01-1 gave the same choices)
-MARGIN = 0.05  # held-out correlation the fusion must add over the fit alone
+MARGIN = 0.02  # cross-validated correlation the fusion must add over the fit alone (the fit is one of its inputs)
 MIN_R = 0.3  # ... and reach at least
+FOLDS = 5  # cross-validation folds for those correlations (2 folds flipped the blinks' choice between runs)
 
 
 def features(fit_value: np.ndarray, scores: np.ndarray) -> np.ndarray:
@@ -48,21 +48,23 @@ def _corr(a: np.ndarray, b: np.ndarray) -> float:
 
 def learn(fit_expr: np.ndarray, scores: np.ndarray, true_expr: np.ndarray, lam: float = RIDGE) -> dict:
     """The fusion from calibration renders: the fit's expressions (N, E), the scores (N, 52) and the truth (N, E).
-    -> {"basis", "coef": (E, 54), "used": (E,) bool, "r_fit", "r_fused": (E,) held-out correlations, "n"}."""
+    -> {"basis", "coef": (E, 54), "used": (E,) bool, "r_fit": (E,) the fit's correlation, "r_fused": (E,) the
+    fusion's, cross-validated, "n"}."""
     fit_expr, scores, true_expr = (np.asarray(a, dtype=np.float64) for a in (fit_expr, scores, true_expr))
     n, E = true_expr.shape
     if scores.shape != (n, len(BLENDSHAPE_NAMES)) or fit_expr.shape != (n, E):
         raise ValueError(f"score fusion: shapes {fit_expr.shape}, {scores.shape}, {true_expr.shape} do not agree")
     if n < 4 * (len(BLENDSHAPE_NAMES) + 2):
         raise ValueError(f"{n} calibration renders are too few to learn the score fusion")
-    fold = np.arange(n) % 2 == 0
+    fold = np.arange(n) % FOLDS
     coef = np.zeros((E, len(BLENDSHAPE_NAMES) + 2))
     r_fit, r_fused = np.zeros(E), np.zeros(E)
     for k in range(E):
         F, y = features(fit_expr[:, k], scores), true_expr[:, k]
         pred = np.zeros(n)
-        for train in (fold, ~fold):
-            pred[~train] = F[~train] @ _ridge(F[train], y[train], lam)
+        for f in range(FOLDS):
+            test = fold == f
+            pred[test] = F[test] @ _ridge(F[~test], y[~test], lam)
         r_fit[k], r_fused[k] = _corr(fit_expr[:, k], y), _corr(pred, y)
         coef[k] = _ridge(F, y, lam)
     used = (r_fused >= r_fit + MARGIN) & (r_fused >= MIN_R)
@@ -81,14 +83,18 @@ def usable(d: object, n_expr: int) -> tuple[np.ndarray, np.ndarray] | None:
     return coef, used
 
 
-def fuse(d: object, fit_expr: np.ndarray, scores: np.ndarray, bounded: bool) -> tuple[np.ndarray, list[int]] | None:
+def fuse(d: object, fit_expr: np.ndarray, scores: np.ndarray, bounded: bool, keep: np.ndarray | None = None
+         ) -> tuple[np.ndarray, list[int]] | None:
     """The fit's expressions (T, E) with the fused components replaced in frames that have scores (T, 52);
-    and the fused components' indices. None without a usable fusion."""
+    and the fused components' indices. ``keep`` (E,) bool: components that keep the fit's values. None
+    without a usable fusion."""
     fit_expr = np.asarray(fit_expr, dtype=np.float64)
     got = usable(d, fit_expr.shape[1])
     if got is None:
         return None
     coef, used = got
+    if keep is not None:
+        used = used & ~np.asarray(keep, dtype=bool)
     out = fit_expr.copy()
     scores = np.asarray(scores, dtype=np.float64)
     have = np.isfinite(scores).all(1)

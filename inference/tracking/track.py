@@ -20,7 +20,7 @@ import numpy as np
 
 from ..heads.head_model import HeadModel
 from ..protocol import Channels
-from . import landmarker_model, pose_calibration, score_fusion
+from . import landmarker_model, lip_contact, pose_calibration, score_fusion
 from . import video as vid
 from .face_landmarks import BLENDSHAPE_NAMES, N_LANDMARKS, LandmarkTracker
 from .fit import FitError, FitOptions, fit_landmarks
@@ -225,8 +225,9 @@ def track_video(video_path: str | os.PathLike, head: HeadModel, fps: float, max_
     expression, fused = fit.expression, []
     if scores is not None:  # the blendshape scores where this head's calibration found they add to the fit
         calib = head.meta.get(pose_calibration.CORRECTION_KEY)
+        lips = np.abs(lip_contact.opening_per_unit(head)) > lip_contact.OWNS_OPENING_MM  # the fit owns these
         got = score_fusion.fuse(calib.get("score_fusion") if isinstance(calib, dict) else None, fit.expression,
-                                scores, fit.report.get("bounded_expression", False))
+                                scores, fit.report.get("bounded_expression", False), keep=lips)
         if got is None:
             warnings.append("this head's calibration has no blendshape-score fusion (built without the blendshape "
                             "model, or by an older Cadence): expressions come from the landmarks alone")

@@ -56,8 +56,9 @@ def calibrate_pose_job(params: dict, ctx: JobContext) -> dict:
     """Learn a head's pose correction (inference/tracking/pose_calibration.py) from renders with known poses.
 
     params {"head_file": model .npz with its embedding, "images": [png paths], "truth": .npz path with
-    "rot" (N, 3), "jaw" (N, 3), "expr" (N, E) of each render, "focal_px", "width", "height", "position" (the
-    camera's, model space, looking along -Z)}
+    "rot" (N, 3), "jaw" (N, 3), "expr" (N, E) and "camera" (N,) (an index into "cameras") of each render,
+    "cameras": [{"focal_px", "position"} (model space, looking along -Z)], "focal_camera": the camera the
+    focal search is measured with, "width", "height", "scores_model" (optional)}
     -> the correction dict (pose_calibration.learn) + {"detected": renders with a face, "focal_ratio": true /
     searched focal length (pose_calibration.focal_ratio), "focal_estimates_px": the searches, "score_fusion":
     the blendshape scores' fusion with the fit (score_fusion.learn; absent without the blendshape model)}.
@@ -70,16 +71,20 @@ def calibrate_pose_job(params: dict, ctx: JobContext) -> dict:
     from ..tracking.track import fits_eyes  # noqa: PLC0415
 
     images = [os.fspath(p) for p in params.get("images") or []]
-    if not images or not params.get("head_file") or not params.get("truth") or "position" not in params:
-        raise JobError("calibrate_pose needs 'head_file', 'images', 'truth' and 'position'")
+    cameras = params.get("cameras") or []
+    if not images or not params.get("head_file") or not params.get("truth") or not cameras:
+        raise JobError("calibrate_pose needs 'head_file', 'images', 'truth' and 'cameras'")
     try:
         head = HeadModel.load(params["head_file"])
         with np.load(os.fspath(params["truth"])) as t:
             truth = {k: np.asarray(t[k], dtype=np.float64) for k in ("rot", "jaw", "expr")}
-    except (OSError, KeyError, ValueError, HeadModelError) as exc:
+            group = np.asarray(t["camera"], dtype=np.int64)
+        focal = [float(c["focal_px"]) for c in cameras]
+        cam_z = [float(c["position"][2]) for c in cameras]
+    except (OSError, KeyError, ValueError, TypeError, IndexError, HeadModelError) as exc:
         raise JobError(f"could not read the calibration inputs: {exc}") from exc
-    if any(len(v) != len(images) for v in truth.values()):
-        raise JobError("calibrate_pose: 'truth' must have one row per image")
+    if any(len(v) != len(images) for v in (*truth.values(), group)) or group.min() < 0 or group.max() >= len(cameras):
+        raise JobError("calibrate_pose: 'truth' must have one row per image, each naming one of 'cameras'")
     det = np.full((len(images), face_landmarks.N_LANDMARKS, 3), np.nan)
     scores_model = landmarker_model.find_model(params.get("scores_model"))
     scores = np.full((len(images), len(face_landmarks.BLENDSHAPE_NAMES)), np.nan)
@@ -97,33 +102,45 @@ def calibrate_pose_job(params: dict, ctx: JobContext) -> dict:
                 ctx.progress(0.6 * i / len(images), "finding landmarks on the calibration renders")
     ok = np.isfinite(det[:, 0, 0])
     ctx.progress(0.6, "tracking the calibration renders")
+    w, h = int(params["width"]), int(params["height"])
+    n, E = len(images), head.n_expr
+    rot, jaw, expr, prox = np.zeros((n, 3)), np.zeros((n, 3)), np.zeros((n, E)), np.zeros(n)
+    fitted_depth, true_depth = np.zeros(n), np.zeros(n)
     try:
-        fit = fit_landmarks(head, det[ok], np.ones(int(ok.sum()), dtype=bool), int(params["width"]),
-                            int(params["height"]), FitOptions(smooth=0.0, pose_correction=False),
-                            fit_eyes=fits_eyes(head), focal_px=float(params["focal_px"]))
-        out = pose_calibration.learn(fit.head_rotation, fit.jaw, fit.expression, truth["rot"][ok])
-        # The depth's bias too (the renders' head sits at the origin, unmoved).
-        fitted = pose_calibration.face_depth(head, fit.head_rotation, fit.head_translation, fit.position[2])
-        true = pose_calibration.face_depth(head, truth["rot"][ok], np.zeros((int(ok.sum()), 3)),
-                                           float(params["position"][2]))
-        out.update(pose_calibration.learn_depth(fit.head_rotation, fit.jaw, fit.expression, fitted / true - 1))
-        scored = np.isfinite(scores[ok]).all(1)
-        if scores_model is not None and scored.sum() >= 0.8 * ok.sum():
-            out["score_fusion"] = score_fusion.learn(fit.expression[scored], scores[ok][scored],
-                                                     truth["expr"][ok][scored])
-        # The focal search's bias: search the lens on a few random subsets of the renders (one camera).
+        for g in range(len(cameras)):  # one fit per camera, as a clip has one camera
+            sel = np.flatnonzero(ok & (group == g))
+            if len(sel) < 2:
+                continue
+            fit = fit_landmarks(head, det[sel], np.ones(len(sel), dtype=bool), w, h,
+                                FitOptions(smooth=0.0, pose_correction=False), fit_eyes=fits_eyes(head),
+                                focal_px=focal[g])
+            rot[sel], jaw[sel], expr[sel] = fit.head_rotation, fit.jaw, fit.expression
+            prox[sel] = pose_calibration.proximity(head, fit.head_rotation, fit.head_translation, fit.position[2])
+            # The depth's bias too (the renders' head sits at the origin, unmoved).
+            fitted_depth[sel] = pose_calibration.face_depth(head, fit.head_rotation, fit.head_translation,
+                                                            fit.position[2])
+            true_depth[sel] = pose_calibration.face_depth(head, truth["rot"][sel], np.zeros((len(sel), 3)), cam_z[g])
+        used = ok & (true_depth > 0)
+        out = pose_calibration.learn(rot[used], jaw[used], expr[used], prox[used], truth["rot"][used])
+        out.update(pose_calibration.learn_depth(rot[used], jaw[used], expr[used], prox[used],
+                                                fitted_depth[used] / true_depth[used] - 1))
+        scored = used & np.isfinite(scores).all(1)
+        if scores_model is not None and scored.sum() >= 0.8 * used.sum():
+            out["score_fusion"] = score_fusion.learn(expr[scored], scores[scored], truth["expr"][scored])
+        # The focal search's bias: search the lens on a few random subsets of one camera's renders.
+        g = int(params.get("focal_camera", 0))
+        pool = np.flatnonzero(used & (group == g))
         rng = np.random.default_rng(0)
         found = []
         for k in range(FOCAL_TRIALS):
             ctx.check_cancelled()
             ctx.progress(0.8 + 0.2 * k / FOCAL_TRIALS, "measuring the focal length search")
-            idx = rng.choice(int(ok.sum()), min(FOCAL_TRIAL_FRAMES, int(ok.sum())), replace=False)
-            trial = fit_landmarks(head, det[ok][idx], np.ones(len(idx), dtype=bool), int(params["width"]),
-                                  int(params["height"]), FitOptions(smooth=0.0, pose_correction=False,
-                                                                    focal_correction=False),
+            idx = rng.choice(pool, min(FOCAL_TRIAL_FRAMES, len(pool)), replace=False)
+            trial = fit_landmarks(head, det[idx], np.ones(len(idx), dtype=bool), w, h,
+                                  FitOptions(smooth=0.0, pose_correction=False, focal_correction=False),
                                   fit_eyes=fits_eyes(head))
             found.append(trial.focal_px)
-        out["focal_ratio"] = pose_calibration.focal_ratio(found, float(params["focal_px"]))
+        out["focal_ratio"] = pose_calibration.focal_ratio(found, focal[g])
         out["focal_estimates_px"] = [round(float(f), 2) for f in found]
     except (FitError, ValueError) as exc:
         raise JobError(f"the pose calibration failed: {exc}") from exc

@@ -6,8 +6,9 @@ Both are measured on renders of THIS head in a temporary scene (removed afterwar
   views), which the tracker adds to its landmark basis;
 - calibrate_pose_steps: the detector's bias on the head pose (inference/tracking/pose_calibration.py), measured on
   renders sampled the way tracked faces move: head turns (yaw within ±38 deg, pitch ±25, roll ±10), the
-  jaw open on 60 % of them, up to four random expressions at once (deterministic: a fixed seed). The worker
-  detects and tracks them and fits the correction.
+  jaw open on 60 % of them, up to four random expressions at once, seen through one of CALIB_LENSES_MM
+  (the face framed the same, so the camera's distance follows the lens: a long lens to a phone at arm's
+  length; deterministic: a fixed seed). The worker detects and tracks them and fits the correction.
 
 Everything here is a generator of steps (``yield (fraction, message)`` after each render or worker poll;
 the result is the generator's return value), so the UI can run it from a timer with progress and Esc, and
@@ -39,6 +40,11 @@ SEED = 0
 YAW_DEG, PITCH_DEG, ROLL_DEG = 38.0, 25.0, 10.0
 JAW_OPEN_RAD, JAW_OPEN_SHARE = 0.35, 0.6
 MAX_EXPRESSIONS = 4
+# Lenses (35 mm equivalent) of the pose-calibration renders: from a phone held close (24 mm, the face about
+# 0.25 m away) to a portrait lens (~0.85 m). With one 60 mm lens, a 24 mm render of the rendered ground truth
+# was tracked 11-13 deg off (it under-read the head's turns); the correction now knows the perspective.
+CALIB_LENSES_MM = (24.0, 36.0, 60.0, 90.0)
+FOCAL_LENS_INDEX = 2  # the lens the focal search's bias is measured with
 JAW_CALIB_RAD = 0.2  # the jaw opening rendered to measure how the detector follows it
 MIN_AGREEMENT = 0.5  # cosine between the detector's and the model's landmark motion for a response to be kept
 
@@ -125,7 +131,8 @@ def expression_drift_steps(model: HeadModel, shape: np.ndarray | None, views: li
 
 
 def sample_poses(model: HeadModel, n: int, seed: int = SEED) -> dict[str, np.ndarray]:
-    """{"rot" (n, 3) root axis-angle, "jaw" (n, 3), "expr" (n, E)}: the calibration's random poses."""
+    """{"rot" (n, 3) root axis-angle, "jaw" (n, 3), "expr" (n, E), "camera" (n,) index into CALIB_LENSES_MM}:
+    the calibration's random poses, in camera order (the renderer changes camera once per lens)."""
     rng = np.random.default_rng(seed)
     rot = np.radians(np.stack([rng.uniform(-PITCH_DEG, PITCH_DEG, n), rng.uniform(-YAW_DEG, YAW_DEG, n),
                                rng.uniform(-ROLL_DEG, ROLL_DEG, n)], 1))
@@ -140,7 +147,8 @@ def sample_poses(model: HeadModel, n: int, seed: int = SEED) -> dict[str, np.nda
         pick = rng.choice(E, k, replace=False)
         # Semantic 0..1 controls, or FLAME-style components in units of about one standard deviation.
         expr[i, pick] = rng.uniform(0.2, 1.0, k) if bounded else rng.normal(0.0, 1.0, k)
-    return {"rot": rot, "jaw": jaw, "expr": expr}
+    camera = np.sort(np.arange(n) % len(CALIB_LENSES_MM))
+    return {"rot": rot, "jaw": jaw, "expr": expr, "camera": camera}
 
 
 class _PoseCalibrationJob(WorkerJob):
@@ -157,12 +165,17 @@ def calibrate_pose_steps(model: HeadModel, shape: np.ndarray | None, model_file:
     neutral = model.forward(shape=shape)[0]
     p0 = model.landmarks(neutral)
     lo, hi = p0.min(0), p0.max(0)
-    cam = frame_camera(neutral, size=SIZE, centre=np.array([(lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2, hi[2]]),
-                       extent=float(max(hi[0] - lo[0], hi[1] - lo[1])), fill=FILL)
+    cams = [frame_camera(neutral, size=SIZE, centre=np.array([(lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2, hi[2]]),
+                         extent=float(max(hi[0] - lo[0], hi[1] - lo[1])), fill=FILL, lens_mm=lens)
+            for lens in CALIB_LENSES_MM]
     names = list(model.joint_names)
     images = []
-    with HeadRenderer(neutral, model.faces, cam, groups=model.meta.get("material_groups")) as renderer:
+    current = 0
+    with HeadRenderer(neutral, model.faces, cams[0], groups=model.meta.get("material_groups")) as renderer:
         for i in range(n):
+            if poses["camera"][i] != current:
+                current = int(poses["camera"][i])
+                renderer.set_camera(cams[current])
             pose = np.zeros((model.n_joints, 3))
             pose[0] = poses["rot"][i]
             if "jaw" in names:
@@ -172,10 +185,10 @@ def calibrate_pose_steps(model: HeadModel, shape: np.ndarray | None, model_file:
             yield 0.85 * (i + 1) / n, f"Calibrating head poses: render {i + 1} of {n}"
     truth = os.path.join(tmp, "pose_truth.npz")
     np.savez(truth, **poses)
-    job = _PoseCalibrationJob(context, {"head_file": model_file, "images": images, "truth": truth,
-                                        "focal_px": cam.focal_px, "width": cam.width, "height": cam.height,
-                                        "position": [float(x) for x in cam.position],
-                                        "scores_model": face_landmarker(context) or None})
+    job = _PoseCalibrationJob(context, {
+        "head_file": model_file, "images": images, "truth": truth, "width": SIZE, "height": SIZE,
+        "cameras": [{"focal_px": c.focal_px, "position": [float(x) for x in c.position]} for c in cams],
+        "focal_camera": FOCAL_LENS_INDEX, "scores_model": face_landmarker(context) or None})
     job.submit()
     try:
         while not job.poll():

@@ -70,16 +70,17 @@ class ViewCamera:
 
 
 def frame_camera(verts: np.ndarray, size: int = RENDER_SIZE, yaw_deg: float = 0.0, centre: np.ndarray | None = None,
-                 extent: float | None = None, fill: float = 0.8, pitch_deg: float = 0.0) -> ViewCamera:
+                 extent: float | None = None, fill: float = 0.8, pitch_deg: float = 0.0,
+                 lens_mm: float = LENS_MM) -> ViewCamera:
     """A camera facing the head (+Z in model space), turned ``yaw_deg`` about the vertical axis and
-    raised ``pitch_deg`` (positive: looking down at the face).
+    raised ``pitch_deg`` (positive: looking down at the face), with a ``lens_mm`` lens (36 mm sensor).
 
     It frames ``extent`` metres around ``centre`` (default: the whole head) to ``fill`` of the frame.
     """
     lo, hi = verts.min(axis=0), verts.max(axis=0)
     centre = (lo + hi) / 2 if centre is None else np.asarray(centre, dtype=np.float64)
     extent = float(max(hi[0] - lo[0], hi[1] - lo[1])) if extent is None else float(extent)
-    focal_px = LENS_MM / 36.0 * size  # Blender's default sensor (36 mm) spans the (square) frame
+    focal_px = lens_mm / 36.0 * size  # Blender's default sensor (36 mm) spans the (square) frame
     # Distance at which ``extent`` fills ``fill`` of the frame at the head's front.
     dist = extent / fill * focal_px / size + max(hi[2] - centre[2], 0.0)
     yaw, pitch = math.radians(yaw_deg), -math.radians(pitch_deg)
@@ -219,6 +220,8 @@ class HeadRenderer:
     def set_camera(self, cam: ViewCamera) -> None:
         self.cam_obj.matrix_world = Matrix.Translation(Vector(cam.position)) @ Matrix(cam.rotation.tolist()).to_4x4()
         self.scene.render.resolution_x, self.scene.render.resolution_y = cam.width, cam.height
+        # The lens that gives the camera's focal length in pixels across the (horizontal) 36 mm sensor.
+        self.cam_obj.data.lens = cam.focal_px / cam.width * self.cam_obj.data.sensor_width
 
     def render(self, filepath: str, verts: np.ndarray | None = None) -> str:
         """Render to ``filepath`` (PNG), with the mesh's vertices moved to ``verts`` first when given."""
