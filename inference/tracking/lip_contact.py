@@ -62,9 +62,10 @@ class ContactRig:
         names = list(head.joint_names)
         self.n_joints = head.n_joints
         self.jaw_idx = names.index("jaw") if "jaw" in names else None
-        rest = head.landmarks(head.forward()[0])[rows.ravel()].reshape(self.K, 2, 3)
+        neutral = head.landmarks(head.forward()[0])
+        rest = neutral[rows.ravel()].reshape(self.K, 2, 3)
         self.rest = rest[:, 0, 1] - rest[:, 1, 1]  # (K,) the rest pose's vertical opening (metres)
-        self.scale = float(np.ptp(head.landmarks(head.forward()[0])[:, 0]))  # face width: residuals in its units
+        self.scale = float(np.ptp(neutral[:, 0]))  # face width: residuals in its units
 
     def _pose(self, jaw: np.ndarray) -> np.ndarray:
         pose = np.zeros((len(jaw), self.n_joints, 3))
@@ -72,20 +73,26 @@ class ContactRig:
             pose[:, self.jaw_idx] = jaw
         return pose
 
+    def _forward(self, shape: np.ndarray, expr: np.ndarray, jaw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(T, K) vertical opening of each pair (metres, upper minus lower lip point), and the points' blended
+        rotations (T, 2K, 3, 3)."""
+        X, A, _root = self.rig.forward(shape, expr, self._pose(jaw), np.zeros((len(expr), 3)))
+        X = X.reshape(len(expr), self.K, 2, 3)
+        return X[:, :, 0, 1] - X[:, :, 1, 1], A
+
     def opening(self, shape: np.ndarray, expr: np.ndarray, jaw: np.ndarray) -> np.ndarray:
         """(T, K) vertical opening of each pair (metres, upper minus lower lip point)."""
-        X, _A, _root = self.rig.forward(shape, expr, self._pose(jaw), np.zeros((len(expr), 3)))
-        X = X.reshape(len(expr), self.K, 2, 3)
-        return X[:, :, 0, 1] - X[:, :, 1, 1]
+        return self._forward(shape, expr, jaw)[0]
 
-    def excess(self, shape: np.ndarray, expr: np.ndarray, jaw: np.ndarray
-               ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
-        """Opening beyond the rest (T, K) in face widths, with its derivatives in the jaw (T, K, 3) (None
-        without a jaw) and in the expressions (T, K, E)."""
+    def excess(self, shape: np.ndarray, expr: np.ndarray, jaw: np.ndarray, derivatives: bool = True
+               ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """Opening beyond the rest (T, K) in face widths, with (``derivatives``) its derivatives in the jaw
+        (T, K, 3) (None without a jaw) and in the expressions (T, K, E)."""
         T = len(expr)
-        X, A, _root = self.rig.forward(shape, expr, self._pose(jaw), np.zeros((T, 3)))
-        X = X.reshape(T, self.K, 2, 3)
-        value = (X[:, :, 0, 1] - X[:, :, 1, 1] - self.rest[None]) / self.scale
+        opening, A = self._forward(shape, expr, jaw)
+        value = (opening - self.rest[None]) / self.scale
+        if not derivatives:
+            return value, None, None
         # d(y of each point) / d expr: row 1 of the point's blended rotation times its expression basis.
         de = np.einsum("tlb,lbe->tle", A[:, :, 1, :], self.rig.ed_l).reshape(T, self.K, 2, -1)
         d_expr = (de[:, :, 0] - de[:, :, 1]) / self.scale
@@ -142,4 +149,6 @@ class ContactTerm:
         return value * sw, None if d_jaw is None else d_jaw * sw[..., None], d_expr * sw[..., None]
 
     def cost(self, shape: np.ndarray, expr: np.ndarray, jaw: np.ndarray) -> np.ndarray:
-        return (self.terms(shape, expr, jaw)[0] ** 2).sum(1)
+        """(T,) the weighted squared residuals (no derivatives: the fit evaluates this on every step)."""
+        value = self.rig.excess(shape, expr, jaw, derivatives=False)[0]
+        return np.maximum(self.weight, 0.0) * (np.maximum(value, 0.0) ** 2).sum(1)

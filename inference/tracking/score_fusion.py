@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from .face_landmarks import BLENDSHAPE_NAMES
+from .pose_calibration import ridge  # the constant is not penalised
 
 BASIS = "fit_and_52_scores_v1"
 RIDGE = 0.1  # on 0..1 scores: chosen on held-out calibration renders (0.01-1 gave the same choices)
@@ -32,12 +33,6 @@ def features(fit_value: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """(T, 2 + 52): 1, the fit's value of one component (T,), the scores (T, 52)."""
     return np.concatenate([np.ones((len(scores), 1)), np.asarray(fit_value, np.float64)[:, None],
                            np.asarray(scores, np.float64)], 1)
-
-
-def _ridge(F: np.ndarray, y: np.ndarray, lam: float) -> np.ndarray:
-    pen = np.full(F.shape[1], float(lam))
-    pen[0] = 0.0
-    return np.linalg.solve(F.T @ F + np.diag(pen), F.T @ y)
 
 
 def _corr(a: np.ndarray, b: np.ndarray) -> float:
@@ -64,9 +59,9 @@ def learn(fit_expr: np.ndarray, scores: np.ndarray, true_expr: np.ndarray, lam: 
         pred = np.zeros(n)
         for f in range(FOLDS):
             test = fold == f
-            pred[test] = F[test] @ _ridge(F[~test], y[~test], lam)
+            pred[test] = F[test] @ ridge(F[~test], y[~test], lam)
         r_fit[k], r_fused[k] = _corr(fit_expr[:, k], y), _corr(pred, y)
-        coef[k] = _ridge(F, y, lam)
+        coef[k] = ridge(F, y, lam)
     used = (r_fused >= r_fit + MARGIN) & (r_fused >= MIN_R)
     return {"basis": BASIS, "coef": np.round(coef, 8).tolist(), "used": used.tolist(), "ridge": float(lam),
             "r_fit": np.round(r_fit, 4).tolist(), "r_fused": np.round(r_fused, 4).tolist(), "n": int(n)}
