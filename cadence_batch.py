@@ -10,7 +10,7 @@ Exit status: 0 when every file succeeded, 1 when any failed (each failure is rep
 
 Personalization (same launchers):
     ... track VIDEO --out DIR                  track a video: <video>_track.blend with the take, camera, sound
-    ... personalize VIDEO --persona-out FILE   learn a persona (head-motion style) from a video of the person
+    ... personalize VIDEO... --persona-out FILE   learn a persona (head-motion style) from videos of the person
     ... AUDIO... --out DIR --persona FILE      generate with head motion in the persona's style
 """
 
@@ -41,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--preview", action="store_true", help="also render a low-resolution mp4 with sound per file")
     ap.add_argument("--preview-size", type=_preview_size, default=256, help="pixels (square), 16 to 4096")
     ap.add_argument("--persona", default="", help="persona file (from `personalize`) for the head motion style")
-    ap.add_argument("--persona-mode", choices=("network", "retrieve"), default="network")
+    ap.add_argument("--persona-mode", choices=("match", "network", "retrieve"), default="match")
     return ap
 
 
@@ -69,8 +69,9 @@ def _lens_option(ap: argparse.ArgumentParser) -> None:
 
 
 def _personalize_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="cadence_batch personalize", description="Learn a persona from a video")
-    ap.add_argument("video")
+    ap = argparse.ArgumentParser(prog="cadence_batch personalize",
+                                 description="Learn a persona from one or more videos of the same person")
+    ap.add_argument("video", nargs="+")
     ap.add_argument("--persona-out", required=True, help="persona file to write (e.g. me.persona.pt)")
     _scene_options(ap)
     ap.add_argument("--epochs", type=int, default=100)

@@ -72,6 +72,12 @@ class Channels:
     def set(self, name: str, arr: np.ndarray) -> None:
         self.groups[name] = self._check(name, arr)
 
+    def frames(self, start: int, stop: int) -> Channels:
+        """Frames [start, stop) as a take of their own (same fps, names and meta)."""
+        start, stop = max(0, int(start)), min(self.n_frames, int(stop))
+        return Channels(self.fps, max(0, stop - start), self.expr_names,
+                        {k: v[start:stop].copy() for k, v in self.groups.items()}, dict(self.meta))
+
     def get(self, name: str) -> np.ndarray | None:
         return self.groups.get(name)
 

@@ -64,7 +64,7 @@ def _ensure_rig(context: bpy.types.Context, head_file: str) -> bpy.types.Object:
 def run_batch(audio_files: list[str], out_dir: str, per_file_blend: bool = True, head_file: str = "",
               base_blend: str = "", frame_start: int = 1, seed: int = 0, transcripts: bool = True,
               preview: bool = False, preview_size: int = 256, stream=None, persona: str = "",
-              persona_mode: str = "network") -> BatchResult:
+              persona_mode: str = "match") -> BatchResult:
     """Generate a take per audio file. ``per_file_blend``: a .blend per file, else one .blend of takes.
     ``persona``: a persona file (cadence.personalize) for head motion and upper face in that person's style."""
     stream = stream or sys.stdout
@@ -199,9 +199,10 @@ def run_track(video: str, out_dir: str, head_file: str = "", base_blend: str = "
     return str(target)
 
 
-def run_personalize(video: str, persona_out: str, head_file: str = "", base_blend: str = "", epochs: int = 100,
+def run_personalize(video: str | list[str], persona_out: str, head_file: str = "", base_blend: str = "", epochs: int = 100,
                     n_frames: int = 300, general: str = "", lens_mm: float = 0.0, stream=None) -> str:
-    """Learn a persona from ``video`` (tracked in the worker) and write it to ``persona_out``; returns its path."""
+    """Learn a persona from ``video`` (one or a list of clips of the person, tracked in the worker) and write it
+    to ``persona_out``; returns its path."""
     from . import personalize
 
     stream = stream or sys.stdout
@@ -209,9 +210,10 @@ def run_personalize(video: str, persona_out: str, head_file: str = "", base_blen
     _open_base(base_blend)
     context = bpy.context
     _ensure_rig(context, head_file)
-    print(f"personalizing from {Path(video).name} ({epochs} epochs, {n_frames or 'all'} frames) ...",
+    videos = [video] if isinstance(video, str) else list(video)
+    print(f"personalizing from {', '.join(Path(v).name for v in videos)} ({epochs} epochs, {n_frames or 'all'} frames) ...",
           file=stream, flush=True)
-    job = personalize.PersonalizeJob(context, video, {"persona_out": os.path.abspath(persona_out), "epochs": epochs,
+    job = personalize.PersonalizeJob(context, videos, {"persona_out": os.path.abspath(persona_out), "epochs": epochs,
                                                       "n_frames": n_frames, "general": general,
                                                       "lens_mm": lens_mm})
     job.run_sync()

@@ -149,9 +149,11 @@ class CADENCE_OT_generate(ModalJobOperator, bpy.types.Operator):
         description="Persona file (from Personalize): head motion and upper face in that person's style",
     )
     persona_mode: bpy.props.EnumProperty(
-        name="Persona Mode", items=[("network", "Network", "The persona network's smoothed prediction"),
-                                    ("retrieve", "Retrieve", "Replay the person's own recorded poses")],
-        default="network",
+        name="Persona Mode",
+        items=[("match", "Match", "The person's own tracked motion, stretch by stretch, chosen by the voice"),
+               ("network", "Network", "The persona network's prediction, plus the motion it cannot predict, sampled"),
+               ("retrieve", "Retrieve", "The person's own recorded poses along the network's motion")],
+        default="match",
     )
     set_frame_range: bpy.props.BoolProperty(name="Set Frame Range", default=True)
     add_sound: bpy.props.BoolProperty(name="Add Sound Strip", default=True)

@@ -65,34 +65,46 @@ class PersonalizeJob(WorkerJob):
     kind = "personalize"
     error_type = PersonalizeError
 
-    def __init__(self, context: bpy.types.Context, filepath: str, options: dict):
+    def __init__(self, context: bpy.types.Context, filepath: str | list[str], options: dict):
         rig = rig_mod.find_rig(context.active_object)
         if rig is None:
             raise PersonalizeError("Select a Cadence head (its armature or mesh) first: Add > Cadence Head")
-        video = check_video_path(filepath)
+        videos = [check_video_path(f) for f in ([filepath] if isinstance(filepath, str) else list(filepath))]
+        if not videos:
+            raise PersonalizeError("Choose at least one video of the person talking")
+        video = videos[0]
         params = {"persona_out": options.get("persona_out") or persona_path(video, rig),
                   "epochs": int(options.get("epochs", 100)), "n_frames": int(options.get("n_frames", 300))}
         if options.get("general"):
             params["general"] = user_path(options["general"])
-        last = reusable_track(rig, video)
-        prepare = None
-        if last is not None:
+        # Each clip: the rig's last track when it is of that video (no tracking again), else tracked in the job.
+        clips, prepare = [], None
+        for v in videos:
+            last = reusable_track(rig, v)
+            clips.append({"channels_file": last["channels_file"], "audio_file": last["audio_file"]} if last
+                         else {"video": v})
+        to_track = [c["video"] for c in clips if "video" in c]
+        if len(to_track) < len(clips):
             info = rig_mod.rig_model_info(rig)
             head_file = head_cache.find_model_file(info, context)
             if not head_file:
                 raise PersonalizeError(head_cache.missing_message(info))
-            params.update(channels_file=last["channels_file"], audio_file=last["audio_file"], head_file=head_file)
+            params["head_file"] = head_file
+        if to_track:
+            params["fps"] = scene_fps(context.scene)
+            prepare = tracking_head_steps(rig, context, to_track[0])  # the head's landmark calibration, the first time
+        if len(clips) == 1:
+            params.update(clips[0])
         else:
-            params.update(video=video, fps=scene_fps(context.scene))
-            prepare = tracking_head_steps(rig, context, video)  # the head's landmark calibration, the first time
-        if face_landmarker(context) and last is None:
+            params["clips"] = clips
+        if face_landmarker(context) and to_track:
             params["scores_model"] = face_landmarker(context)
-        if options.get("lens_mm") and last is None:
+        if options.get("lens_mm") and to_track:
             params["lens_mm"] = float(options["lens_mm"])
         for key in ("net_overrides", "device"):
             if options.get(key):
                 params[key] = options[key]
-        self.rig_name, self.video, self.reused = rig.name, video, last is not None
+        self.rig_name, self.video, self.reused = rig.name, video, not to_track
         super().__init__(context, params, prepare=prepare)
 
     def apply(self) -> dict:
@@ -118,6 +130,9 @@ class CADENCE_OT_personalize(ModalJobOperator, bpy.types.Operator):
     bl_options = {"REGISTER", "UNDO"}  # it records the persona (and a first track's calibrated head) on the rig
 
     filepath: bpy.props.StringProperty(name="Video", subtype="FILE_PATH", description="Video of the person talking")
+    # Several clips of the same person: select them together in the file browser (or script ``files`` + ``directory``).
+    files: bpy.props.CollectionProperty(type=bpy.types.OperatorFileListElement, options={"HIDDEN", "SKIP_SAVE"})
+    directory: bpy.props.StringProperty(subtype="DIR_PATH", options={"HIDDEN", "SKIP_SAVE"})
     filter_glob: bpy.props.StringProperty(default="*" + ";*".join(VIDEO_EXTENSIONS.split(";")), options={"HIDDEN"})
     epochs: bpy.props.IntProperty(name="Epochs", default=100, min=1, soft_max=500)
     n_frames: bpy.props.IntProperty(name="Frames", default=300, min=0,
@@ -139,7 +154,9 @@ class CADENCE_OT_personalize(ModalJobOperator, bpy.types.Operator):
         return rig_mod.find_rig(context.active_object) is not None
 
     def make_job(self, context) -> WorkerJob:
-        return PersonalizeJob(context, self.filepath, {
+        names = [f.name for f in self.files if f.name]
+        videos = [os.path.join(self.directory, n) for n in names] if self.directory and names else self.filepath
+        return PersonalizeJob(context, videos, {
             "epochs": self.epochs, "n_frames": self.n_frames, "general": self.general,
             "persona_out": user_path(self.persona_out),
             "lens_mm": self.lens_mm,

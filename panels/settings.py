@@ -29,9 +29,11 @@ class CADENCE_SceneSettings(bpy.types.PropertyGroup):
     use_persona: bpy.props.BoolProperty(name="Use Persona", default=False,
                                         description="Generate head motion in the style of the rig's persona")
     persona_mode: bpy.props.EnumProperty(
-        name="Persona Mode", items=[("network", "Network", "The persona network's smoothed prediction"),
-                                    ("retrieve", "Retrieve", "Replay the person's own recorded poses")],
-        default="network",
+        name="Persona Mode",
+        items=[("match", "Match", "The person's own tracked motion, stretch by stretch, chosen by the voice"),
+               ("network", "Network", "The persona network's prediction, plus the motion it cannot predict, sampled"),
+               ("retrieve", "Retrieve", "The person's own recorded poses along the network's motion")],
+        default="match",
     )
     # Status of the running job (written by the operators, shown by the panel).
     running: bpy.props.BoolProperty(name="Running", default=False, options={"SKIP_SAVE"})

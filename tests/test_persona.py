@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 from pathlib import Path
 
@@ -159,15 +160,17 @@ def test_personalize_fine_tunes_from_a_general_model(persona, tmp_path):
 def test_generate_network_mode_any_fps(persona, fps):
     p, y = persona
     audio = y[: int(2.5 * SR)]
-    out = ps.generate_pose(p, audio, fps)
+    out = ps.generate_pose(p, audio, fps, mode="network")
     n = int(np.ceil(2.5 * fps - 1e-9))
     assert out["head_rotation"].shape == (n, 3) and out["head_translation"].shape == (n, 3)
     assert out["expression"].shape == (n, 4) and out["jaw"].shape == (n, 3)
     assert np.all(out["expression"][:, [1, 2]] == 0)  # lips stay with the lip engine
     assert np.array_equal(out["expression"][:, 0], out["expression_full"][:, 0])
-    raw = ps.generate_pose(p, audio, fps, smooth=0)
+    # Smoothing acts on the prediction (the sampled residual motion is left out here: it is smooth by itself).
+    q = dataclasses.replace(p, meta={**p.meta, "residual_std": []})
+    smooth, raw = (ps.generate_pose(q, audio, fps, mode="network", smooth=s) for s in (0.1, 0))
     jitter = lambda r: np.abs(np.diff(r, n=2, axis=0)).mean()  # noqa: E731
-    assert jitter(out["head_rotation"]) < jitter(raw["head_rotation"])
+    assert jitter(smooth["head_rotation"]) < jitter(raw["head_rotation"])
 
 
 def test_generate_retrieve_mode_replays_training_poses_without_jumps(persona):
@@ -330,12 +333,14 @@ def test_fine_tuned_persona_matches_the_target_style_on_held_out_audio():
     target_stats = pose_style.style_stats(truth, FPS)
 
     def gen(p):
-        out = ps.generate_pose(p, held_y, FPS, n_frames=held_ch.n_frames)
+        out = ps.generate_pose(p, held_y, FPS, mode="network", n_frames=held_ch.n_frames)
         return np.concatenate([out["head_rotation"], out["head_translation"]], 1)
 
     good, bad = gen(trained), gen(untrained)
-    assert pose_style.stats_distance(pose_style.style_stats(good, FPS), target_stats, keys=("amplitude",)) < \
-        0.5 * pose_style.stats_distance(pose_style.style_stats(bad, FPS), target_stats, keys=("amplitude",))
+    # The spread is the person's (what the network misses is sampled back), the timing is learnt.
+    assert pose_style.stats_distance(pose_style.style_stats(good, FPS), target_stats, keys=("amplitude",)) < 0.3
+    corr = lambda g: np.corrcoef(g[:, 0], truth[:, 0])[0, 1]  # noqa: E731
+    assert corr(good) > corr(bad) + 0.2
     assert pose_style.pose_frechet(good, truth, FPS) < pose_style.pose_frechet(bad, truth, FPS)
     train_poses = np.concatenate([trained.train_poses["head_rotation"], trained.train_poses["head_translation"]], 1)
     assert np.median(pose_style.nearest_window_distance(good, train_poses, FPS)) > 0.05  # not a replay

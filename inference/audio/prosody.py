@@ -122,3 +122,32 @@ def lowpass(x: np.ndarray, cutoff: float) -> np.ndarray:
         return x.copy()
     sos = butter(2, min(cutoff, 0.45 * FEAT_RATE) / (0.5 * FEAT_RATE), output="sos")
     return sosfiltfilt(sos, x, padlen=min(x.size - 1, 3 * 6))
+
+
+def of_audio(audio_16k: np.ndarray) -> Prosody:
+    """Prosody of a whole take in one pass (analysis code; the lip engine streams chunk by chunk)."""
+    db, f0 = chunk_features(np.asarray(audio_16k, dtype=np.float64).reshape(-1))
+    return summarize(db, f0)
+
+
+def voice_curves(p: Prosody, n: int | None = None, speed: float = 1.0) -> dict[str, np.ndarray]:
+    """The voice events head motion follows, at 100 Hz over ``n`` frames (zero-padded past the audio).
+
+    loudness (0..~1), speech (0/1), pitch (semitones around the speaker's median / 8, held through
+    unvoiced stretches, in [-1, 1]) and accent (rises of the smoothed loudness: stressed syllables,
+    ~1 at the take's strong ones).
+    """
+    n = max(p.n, 2) if n is None else int(n)
+    spd = max(float(speed), 0.05)
+    grid = np.arange(n) / FEAT_RATE
+    e, sp, f0 = np.zeros(n), np.zeros(n), np.zeros(n)
+    m = min(n, p.n)
+    e[:m], sp[:m], f0[:m] = loudness(p)[:m], p.speech[:m], p.f0[:m]
+    voiced = f0 > 0
+    st = np.zeros(n)
+    if voiced.sum() > 10:
+        st_v = 12.0 * np.log2(f0[voiced] / np.median(f0[voiced]))
+        st = np.clip(np.interp(grid, grid[voiced], st_v), -8, 8) / 8.0
+    accent = lowpass(np.maximum(np.gradient(lowpass(e, 4.0 * spd)) * FEAT_RATE, 0.0), 1.5 * spd)
+    accent /= max(float(np.percentile(accent, 99)), 1e-6)
+    return {"loudness": e, "speech": sp, "pitch": st, "accent": accent}

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..audio.prosody import FEAT_RATE, Prosody, loudness, lowpass
+from ..audio.prosody import FEAT_RATE, Prosody, lowpass, voice_curves
 
 
 def _noise(rng: np.random.Generator, n: int, cutoff: float) -> np.ndarray:
@@ -34,21 +34,10 @@ def head_motion(p: Prosody, times: np.ndarray, params: MotionParams) -> dict[str
     rng = np.random.default_rng([int(params.seed) & 0xFFFFFFFF, 0xCADE])
     amp, spd = float(params.amplitude), max(float(params.speed), 0.05)
     grid = np.arange(n) / FEAT_RATE
-    e = np.zeros(n)
-    e[: p.n] = loudness(p)
-    sp = np.zeros(n)
-    sp[: p.n] = p.speech
+    v = voice_curves(p, n, spd)
+    e, st, accent = v["loudness"], v["pitch"], v["accent"]
+    sp = v["speech"]
     talk = 0.35 + 0.65 * lowpass(sp, 0.5 * spd)  # people move more while talking
-    # pitch in semitones around the speaker's median, held through unvoiced stretches
-    f0 = np.zeros(n)
-    f0[: p.n] = p.f0
-    voiced = f0 > 0
-    st = np.zeros(n)
-    if voiced.sum() > 10:
-        st_v = 12.0 * np.log2(f0[voiced] / np.median(f0[voiced]))
-        st = np.clip(np.interp(grid, grid[voiced], st_v), -8, 8) / 8.0
-    accent = lowpass(np.maximum(np.gradient(lowpass(e, 4.0 * spd)) * FEAT_RATE, 0.0), 1.5 * spd)
-    accent /= max(float(np.percentile(accent, 99)), 1e-6)
     nz = [_noise(rng, n, c * spd) for c in (0.6, 0.25, 0.4, 0.3, 0.2, 0.3)]
     rot = np.stack([
         0.045 * lowpass(accent, 1.2 * spd) + 0.025 * lowpass(st, 0.8 * spd) + 0.022 * nz[0] * talk,
@@ -67,6 +56,14 @@ def head_motion(p: Prosody, times: np.ndarray, params: MotionParams) -> dict[str
     out["eyelids"] = blink_curve(blinks, times)
     out["eyes"] = gaze(n / FEAT_RATE, sp > 0.5, times, params, rng)
     return out
+
+
+def head_pose_for_audio(audio_16k: np.ndarray, fps: float, n_frames: int, seed: int = 0) -> np.ndarray:
+    """(n_frames, 6) generic head rotation + translation for a whole take (analysis: the persona evaluation)."""
+    from ..audio.prosody import of_audio
+
+    m = head_motion(of_audio(audio_16k), np.arange(int(n_frames)) / float(fps), MotionParams(seed=seed))
+    return np.concatenate([m["head_rotation"], m["head_translation"]], axis=1)
 
 
 def blink_events(speech: np.ndarray, params: MotionParams, rng: np.random.Generator) -> list[tuple[float, float]]:

@@ -26,7 +26,7 @@ import torch
 
 from ..audio import features as audio_features
 from ..protocol import Channels
-from . import pose_net, pose_style, train_pose
+from . import motion_match, pose_net, pose_style, train_pose
 
 PERSONA_FORMAT = "cadence-persona"
 MODEL_FORMAT = "cadence-pose-model"
@@ -219,8 +219,8 @@ def load_general_model(path) -> dict:
 
 # ------------------------------------------------------------------------------ making a persona
 def personalize(
-    channels: Channels,
-    audio_16k: np.ndarray,
+    channels: Channels | list[Channels],
+    audio_16k: np.ndarray | list[np.ndarray],
     head_hash: str,
     identity_shape: np.ndarray | None = None,
     general: str | os.PathLike | dict | None = None,
@@ -235,15 +235,37 @@ def personalize(
     device: str | None = None,
     meta: dict | None = None,
 ) -> Persona:
-    """Fine-tune (or, without a general model, train from scratch) on the first ``n_frames`` frames of a
-    tracked clip and its 16 kHz audio; returns a Persona ready to save."""
-    n = channels.n_frames if n_frames is None else min(int(n_frames), channels.n_frames)
-    if channels.get("head_rotation") is None or channels.get("head_translation") is None:
-        raise PersonaError("the tracked clip has no head pose (head_rotation / head_translation)")
-    if n < 2 * seq_len:
-        raise PersonaError(f"the clip is too short to learn a persona from ({n} frames; need at least {2 * seq_len})")
+    """Fine-tune (or, without a general model, train from scratch) on tracked clips of one person and
+    their 16 kHz audio; returns a Persona ready to save.
+
+    One clip or a list of clips (several short takes of the same person, tracked at one fps); the
+    persona learns from the first ``n_frames`` frames of them all together (clip after clip; None or
+    0 = all).
+    """
+    clips = list(channels) if isinstance(channels, (list, tuple)) else [channels]
+    audios = list(audio_16k) if isinstance(audio_16k, (list, tuple)) else [audio_16k]
+    if not clips or len(clips) != len(audios):
+        raise PersonaError("personalize needs one audio track per tracked clip")
+    fps = float(clips[0].fps)
+    expr_names = list(clips[0].expr_names)
+    for i, ch in enumerate(clips):
+        if ch.get("head_rotation") is None or ch.get("head_translation") is None:
+            raise PersonaError(f"tracked clip {i + 1} has no head pose (head_rotation / head_translation)")
+        if abs(float(ch.fps) - fps) > 1e-3:
+            raise PersonaError(f"the clips were tracked at different frame rates ({fps:g} and {float(ch.fps):g} fps); "
+                               "track them at one rate")
+        if list(ch.expr_names) != expr_names:
+            raise PersonaError("the clips were tracked with different heads; track them all with this head")
+    budget = sum(ch.n_frames for ch in clips) if not n_frames else int(n_frames)
+    lengths = []
+    for ch in clips:
+        lengths.append(min(ch.n_frames, max(0, budget - sum(lengths))))
+    used = [(ch, a, n) for ch, a, n in zip(clips, audios, lengths) if n >= 2]
+    n = sum(lengths)
+    if n < 2 * seq_len or not used:
+        raise PersonaError(f"the clips are too short to learn a persona from ({n} frames; need at least {2 * seq_len})")
     feat_cfg = audio_features.FeatureConfig()
-    init_state, expr_names = None, list(channels.expr_names)
+    init_state = None
     cfg = pose_net.NetConfig(n_expr=len(expr_names), window_frames=feat_cfg.window_frames, n_coef=feat_cfg.n_coef,
                              **(net_overrides or {}))
     if general is not None:
@@ -253,73 +275,140 @@ def personalize(
                                "train one for this head or make the persona without it")
         feat_cfg = audio_features.FeatureConfig.from_dict(g["feature_config"])
         cfg, init_state = pose_net.NetConfig.from_dict(g["net_config"]), g["net_state"]
-    feats = audio_features.frame_windows(audio_16k, channels.fps, feat_cfg, n_frames=channels.n_frames)[:n]
-    targets = train_pose.targets_from_channels(channels)[:n]
+    feats = [audio_features.frame_windows(a, fps, feat_cfg, n_frames=ch.n_frames)[:k] for ch, a, k in used]
+    targets = [train_pose.targets_from_channels(ch)[:k] for ch, _, k in used]
     state, hist = train_pose.train(feats, targets, cfg, init_state=init_state, epochs=epochs, seq_len=seq_len,
                                    patience=patience, seed=seed, progress=progress, cancelled=cancelled, device=device)
-    poses = {g: channels.get(g)[:n] for g in ("head_rotation", "head_translation", "expression", "jaw")
-             if channels.get(g) is not None}
+    groups = ("head_rotation", "head_translation", "expression", "jaw")
+    poses = {g: np.concatenate([ch.get(g)[:k] for ch, _, k in used]) for g in groups
+             if all(ch.get(g) is not None for ch, _, _ in used)}
+    poses["voice"] = np.concatenate([motion_match.voice_features(a, fps, ch.n_frames)[:k] for ch, a, k in used])
+    starts = np.cumsum([0] + [k for _, _, k in used])[:-1]
     pose6 = np.concatenate([poses["head_rotation"], poses["head_translation"]], axis=1)
+    # What the network leaves out of the person's spread (its prediction regresses towards the mean):
+    # the network mode adds it back as sampled motion.
+    model, sl = pose_net.build(cfg, state), cfg.slices()
+    pred = np.concatenate([pose_net.predict(model, f, seq_len=seq_len) for f in feats])
+    pred6 = pose_style.gaussian_smooth(np.concatenate([pred[:, sl["head_rotation"]], pred[:, sl["head_translation"]]], 1),
+                                       0.1 * fps)
+    cut = [int(s) for s in starts]  # within-clip spread: clips differ in where the camera stood
+    residual_std = np.sqrt(np.maximum(motion_match.center_clips(pose6, cut).var(0)
+                                      - motion_match.center_clips(pred6, cut).var(0), 0.0))
     return Persona(
-        net_config=cfg.to_dict(), net_state=state, feature_config=feat_cfg.to_dict(), fps=channels.fps,
+        net_config=cfg.to_dict(), net_state=state, feature_config=feat_cfg.to_dict(), fps=fps,
         seq_len=seq_len, expr_names=expr_names, head_hash=str(head_hash), train_poses=poses,
-        pose_stats=pose_style.style_stats(pose6, channels.fps),
+        pose_stats=pose_style.style_stats(pose6, fps),
         identity_shape=np.zeros(0) if identity_shape is None else np.asarray(identity_shape, np.float64),
         upper_face=upper_face_mask(expr_names), trained_lips=general is not None, history=hist,
-        meta={"n_frames": n, **(meta or {})},
+        meta={"n_frames": n, "n_clips": len(used), "clip_starts": [int(s) for s in starts],
+              "residual_std": residual_std.tolist(), **(meta or {})},
     )
 
 
 # ------------------------------------------------------------------------------ generation
+MODES = ("match", "network", "retrieve")
+
+
 def generate_pose(
     persona: Persona,
     audio_16k: np.ndarray,
     fps: float,
-    mode: str = "network",
+    mode: str = "match",
     seed: int = 0,
     smooth: float = 0.1,
     n_frames: int | None = None,
+    intensity: float = 1.0,
 ) -> dict:
     """Head pose and upper-face expression for ``audio_16k`` at ``fps`` in the persona's style.
 
-    mode "network": the network's prediction, smoothed with a zero-phase Gaussian of ``smooth``
-    seconds (pose; half that for expression; 0 = raw). mode "retrieve": the persona's own recorded
-    poses, chosen by continuity-constrained nearest-pose retrieval along the (smoothed) prediction.
-    The network runs at the persona's fps; results are resampled to ``fps``. ``seed`` only breaks
-    ties in retrieval (the network is deterministic).
+    mode "match" (default): audio-driven motion matching over the person's own tracked footage
+    (``motion_match``): their motion, stretch by stretch, chosen by the voice. mode "network": the
+    paper's network's prediction, smoothed with a zero-phase Gaussian of ``smooth`` seconds (pose;
+    half that for expression; 0 = raw), plus the motion it cannot predict from the voice sampled
+    with the person's spectrum (``seed``). mode "retrieve": the person's recorded poses along that
+    network motion (continuity-constrained nearest-pose retrieval).
+    ``intensity`` scales the motion about the person's mean pose (1 = as they move).
+    Results are resampled from the persona's fps to ``fps``.
     Returns head_rotation (T,3), head_translation (T,3), expression (T,E) with only the upper-face
     components non-zero, expression_mask (E,) bool, expression_full (T,E), jaw (T,3).
     """
-    if mode not in ("network", "retrieve"):
-        raise PersonaError(f"unknown generation mode {mode!r} (use 'network' or 'retrieve')")
-    fps = float(fps)
+    if mode not in MODES:
+        raise PersonaError(f"unknown generation mode {mode!r} (use one of {', '.join(MODES)})")
+    fps, intensity = float(fps), float(intensity)
     if not (math.isfinite(fps) and fps > 0):
         raise PersonaError(f"fps must be a positive number, got {fps!r}")
+    if not (math.isfinite(intensity) and intensity >= 0):
+        raise PersonaError(f"intensity must be a number >= 0, got {intensity!r}")
     feat_cfg = audio_features.FeatureConfig.from_dict(persona.feature_config)
     n_samples = len(np.asarray(audio_16k).reshape(-1))
     n_out = audio_features.n_video_frames(n_samples, fps, feat_cfg.sample_rate) if n_frames is None else int(n_frames)
     pfps = persona.fps
     n_in = max(audio_features.n_video_frames(n_samples, pfps, feat_cfg.sample_rate), int(math.ceil(n_out * pfps / fps)) + 1)
-    feats = audio_features.frame_windows(audio_16k, pfps, feat_cfg, n_frames=n_in)
-    model = persona.network()
-    pred = pose_net.predict(model, feats, seq_len=persona.seq_len)
-    sl = model.cfg.slices()
-    sig = max(0.0, float(smooth or 0.0)) * pfps
-    pose = pose_style.gaussian_smooth(np.concatenate([pred[:, sl["head_rotation"]], pred[:, sl["head_translation"]]], 1), sig)
-    expr = pose_style.gaussian_smooth(pred[:, sl["expression"]], sig / 2)
-    jaw = pose_style.gaussian_smooth(pred[:, sl["jaw"]], sig / 2)
+    tp = persona.train_poses
+    bank = np.concatenate([tp["head_rotation"], tp["head_translation"]], axis=1)
+    n_expr = len(persona.expr_names)
+    bank_expr = tp.get("expression") if tp.get("expression") is not None and tp["expression"].shape[1] == n_expr else None
+    clip_starts = [int(c) for c in persona.meta.get("clip_starts", [])]
     extra = {}
-    if mode == "retrieve":
-        tp = persona.train_poses
-        bank = np.concatenate([tp["head_rotation"], tp["head_translation"]], axis=1)
-        idx = pose_style.retrieve_path(pose, bank, min_jump_gap=int(round(0.5 * pfps)), seed=seed)
-        pose = bank[idx]
-        if tp.get("expression") is not None and tp["expression"].shape[1] == expr.shape[1]:
-            expr = tp["expression"][idx]
-        extra["retrieved_frames"] = idx
+    if mode == "match":
+        if tp.get("voice") is None:
+            raise PersonaError("this persona was made by an older Cadence and has no voice descriptors for the "
+                               "'match' mode: personalize again, or use the 'network' mode")
+        query = motion_match.voice_features(audio_16k, pfps, n_in)
+        if query.shape[1] != tp["voice"].shape[1]:
+            raise PersonaError("this persona's voice descriptors are from another Cadence version: personalize again")
+        res = motion_match.generate(tp["voice"], bank, query, pfps, seed=seed, intensity=intensity,
+                                    clip_starts=clip_starts, bank_extra=bank_expr)
+        pose = res["pose"]
+        expr = res["extra"] if bank_expr is not None else np.zeros((n_in, n_expr))
+        jaw = tp["jaw"][res["path"]] if tp.get("jaw") is not None else np.zeros((n_in, 3))
+        extra["retrieved_frames"] = res["path"]
+    else:
+        feats = audio_features.frame_windows(audio_16k, pfps, feat_cfg, n_frames=n_in)
+        model = persona.network()
+        pred = pose_net.predict(model, feats, seq_len=persona.seq_len)
+        sl = model.cfg.slices()
+        sig = max(0.0, float(smooth or 0.0)) * pfps
+        pose = pose_style.gaussian_smooth(np.concatenate([pred[:, sl["head_rotation"]], pred[:, sl["head_translation"]]], 1), sig)
+        residual = _residual_motion(persona, bank, len(pose), seed, clip_starts)
+        expr = pose_style.gaussian_smooth(pred[:, sl["expression"]], sig / 2)
+        jaw = pose_style.gaussian_smooth(pred[:, sl["jaw"]], sig / 2)
+        if mode == "network":
+            pose = pose + residual
+        else:
+            # Only the residual's slow part steers retrieval (a different take per seed); its fast part
+            # would make the path jump at every frame.
+            query = pose + pose_style.gaussian_smooth(residual, 0.3 * pfps)
+            idx = pose_style.retrieve_path(query, bank, min_jump_gap=int(round(0.5 * pfps)), seed=seed)
+            pose = bank[idx]
+            if bank_expr is not None:
+                expr = bank_expr[idx]
+            extra["retrieved_frames"] = idx
+        center = bank.mean(0)
+        pose = center + intensity * (pose - center)
     pose, expr, jaw = (pose_style.resample(a, pfps, fps, n_out) for a in (pose, expr, jaw))
     mask = np.asarray(persona.upper_face or upper_face_mask(persona.expr_names), dtype=bool)
     return {
         "head_rotation": pose[:, :3], "head_translation": pose[:, 3:6], "expression": expr * mask,
         "expression_mask": mask, "expression_full": expr, "jaw": jaw, **extra,
     }
+
+
+def _residual_motion(persona: Persona, bank: np.ndarray, n: int, seed: int, clip_starts: list[int]) -> np.ndarray:
+    """(n, 6) the motion the network leaves out, sampled: noise with the person's own spectrum per axis
+    (random phases, ``seed``), scaled to the spread the network's prediction misses on the footage
+    (``persona.meta["residual_std"]``; none for personas made before it was measured)."""
+    res_std = np.asarray(persona.meta.get("residual_std", []), float).reshape(-1)
+    if res_std.size != bank.shape[1] or not np.any(res_std > 0) or n < 2:
+        return np.zeros((n, bank.shape[1]))
+    edges = sorted({0, len(bank), *[c for c in clip_starts if 0 < c < len(bank)]})
+    # Mirrored clips are periodic without a jump (a jump is broadband); their power spectra add up.
+    refs = [np.concatenate([c - c.mean(0), (c - c.mean(0))[::-1]]) for c in (bank[a:b] for a, b in zip(edges[:-1], edges[1:]))]
+    m = max(n, *(len(r) for r in refs))
+    amp = np.sqrt(sum(np.abs(np.fft.rfft(r, n=m, axis=0)) ** 2 for r in refs))  # the person's spectrum, per axis
+    rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, 0x2E5])
+    phase = np.exp(2j * np.pi * rng.random(amp.shape))
+    phase[0] = 0.0  # no offset: the network gives the mean
+    noise = np.fft.irfft(amp * phase, n=m, axis=0)[:n]
+    sd = noise.std(0)
+    return noise / np.where(sd > 1e-12, sd, 1.0) * res_std

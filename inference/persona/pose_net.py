@@ -92,6 +92,9 @@ class AudioPoseNet(nn.Module):
         self.lstm = nn.LSTM(cfg.fc_dim, cfg.lstm_hidden, num_layers=cfg.lstm_layers, batch_first=True,
                             dropout=cfg.dropout if cfg.lstm_layers > 1 else 0.0)
         self.head = nn.Linear(cfg.lstm_hidden, cfg.n_out)
+        # Start at the mean predictor: training can only move away from it where the audio tells it to.
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
         self.register_buffer("target_mean", torch.zeros(cfg.n_out))
         self.register_buffer("target_std", torch.ones(cfg.n_out))
 

@@ -237,11 +237,13 @@ def _jump_costs(b: np.ndarray, thr: float, jump_cost: float, gap: int, loop: int
 
 
 def _forward(match: np.ndarray, jumps: _JumpCosts, hold_cost: float, first: np.ndarray, t0: int, t1: int,
-             rows: np.ndarray, srcs: np.ndarray) -> None:
+             rows: np.ndarray, srcs: np.ndarray, cont: np.ndarray | None = None) -> None:
     """Fill ``rows[k]`` with the padded cost row of time t0 + k (k = 0 .. t1 - t0 - 1), starting from the
     padded row ``first`` of time t0. A padded row is [inf, C(0), ..., C(N-1)] so that ``row[:-1]`` is
     "the cost of the previous frame" for every frame: continuing is a shifted view, not a copy.
-    This loop is the whole cost of retrieval: a handful of in-place numpy operations per time step."""
+    ``cont`` (N,): extra cost of continuing into each frame (inf at the first frame of a clip: the
+    previous bank frame belongs to another clip). This loop is the whole cost of retrieval: a
+    handful of in-place numpy operations per time step."""
     rows[0] = first
     n = match.shape[1]
     tmp, jmp, hold = np.empty(n), np.empty(n), np.full(n, float(hold_cost))
@@ -252,7 +254,10 @@ def _forward(match: np.ndarray, jumps: _JumpCosts, hold_cost: float, first: np.n
         j = int(pc.argmin())  # jumps leave from the best path so far: the cheapest take-off by construction
         srcs[t0 + k] = j
         np.add(pc, hold, out=tmp)
-        np.minimum(tmp, prev[:-1], out=tmp)
+        if cont is None:
+            np.minimum(tmp, prev[:-1], out=tmp)
+        else:
+            np.minimum(tmp, prev[:-1] + cont, out=tmp)
         np.add(dense[j] if dense is not None else row(j), pc[j], out=jmp)
         np.minimum(tmp, jmp, out=tmp)
         np.add(tmp, match[t0 + k], out=rows[k, 1:])
@@ -286,15 +291,35 @@ def retrieve_path(query: np.ndarray, bank: np.ndarray, jump_threshold: float | N
     scale = axis_scale(b)
     q, b = q / scale, b / scale
     n, t_total, dim = len(b), len(q), b.shape[1]
-    if t_total == 0:
-        return np.zeros(0, dtype=np.int64)
-    steps = np.linalg.norm(np.diff(b, axis=0), axis=1)
-    thr = float(np.percentile(steps, 90)) if jump_threshold is None else float(jump_threshold)
     tiebreak = np.random.default_rng(seed).uniform(0, 1e-6, n)  # deterministic per seed, breaks exact ties
     # All match costs in one matrix product: |q|²/D + (|b|²/D + tiebreak) - 2 q·b/D.
     qa = np.concatenate([q, np.ones((t_total, 1)), (q * q).sum(1, keepdims=True)], 1)
     ba = np.concatenate([-2 * b / dim, ((b * b).sum(1) / dim + tiebreak)[:, None], np.full((n, 1), 1 / dim)], 1)
-    match = qa @ ba.T
+    return best_path(qa @ ba.T, b, jump_threshold, jump_cost, hold_cost, min_jump_gap, min_loop)
+
+
+def best_path(match: np.ndarray, bank: np.ndarray, jump_threshold: float | None = None, jump_cost: float = 4.0,
+              hold_cost: float = 2.0, min_jump_gap: int = 12, min_loop: int | None = None,
+              clip_starts: list[int] | None = None) -> np.ndarray:
+    """The path through ``bank`` (N, D, already in its distance units) of least total cost, given the
+    per-frame match costs ``match`` (T, N); the moves and their costs are those of ``retrieve_path``.
+    ``clip_starts``: bank rows that begin a new clip (a bank of several clips) — the path never
+    "continues" into them from the previous clip's last frame; it may jump there."""
+    match = np.asarray(match, float)
+    b = np.asarray(bank, float)
+    n, t_total = len(b), len(match)
+    if match.ndim != 2 or match.shape[1] != n:
+        raise PoseStyleError("match costs must be (T, N) for a bank of N frames")
+    if t_total == 0:
+        return np.zeros(0, dtype=np.int64)
+    cont = None
+    if clip_starts:
+        cont = np.zeros(n)
+        cont[[int(c) for c in clip_starts if 0 < int(c) < n]] = np.inf
+    steps = np.linalg.norm(np.diff(b, axis=0), axis=1)
+    if cont is not None:
+        steps = steps[np.isfinite(cont[1:])]  # a clip boundary is not a step of the motion
+    thr = float(np.percentile(steps, 90)) if jump_threshold is None else float(jump_threshold)
     loop = 4 * int(min_jump_gap) if min_loop is None else int(min_loop)
     jumps = _jump_costs(b, thr, float(jump_cost), int(min_jump_gap), loop)
 
@@ -309,7 +334,7 @@ def retrieve_path(query: np.ndarray, bank: np.ndarray, jump_threshold: float | N
     for s in starts:
         e = min(t_total, s + block + 1)  # one row of overlap: the next block's first row
         checkpoints.append(first.copy())
-        _forward(match, jumps, hold_cost, first, s, e, rows, srcs)
+        _forward(match, jumps, hold_cost, first, s, e, rows, srcs, cont)
         first = rows[e - s - 1].copy()
     # Backtrack: at each step take the predecessor that achieves the forward minimum (same float
     # operations as the forward pass, so the comparison is exact). Plain Python floats: fast scalars.
@@ -317,17 +342,18 @@ def retrieve_path(query: np.ndarray, bank: np.ndarray, jump_threshold: float | N
     i = path[0]
     src = srcs.tolist()
     jump_at = jumps.dense.item if jumps.dense is not None else (lambda j, k: jumps.row(j).item(k))
+    cont_at = cont.item if cont is not None else (lambda k: 0.0)
     for bi in range(len(starts) - 1, -1, -1):
         s = starts[bi]
         e = min(t_total, s + block + 1)
         if bi < len(starts) - 1:  # the buffer still holds the last block
-            _forward(match, jumps, hold_cost, checkpoints[bi], s, e, rows, srcs)
+            _forward(match, jumps, hold_cost, checkpoints[bi], s, e, rows, srcs, cont)
             src = srcs.tolist()
         at, width = rows.reshape(-1).item, n + 1
         for t in range(e - 1, s, -1):
             base = (t - s - 1) * width
             j = src[t]
-            best, pred = at(base + i), i - 1  # continue (column 0 is inf: frame 0 has no predecessor)
+            best, pred = at(base + i) + cont_at(i), i - 1  # continue (column 0 is inf: frame 0 has none)
             hold = at(base + i + 1) + hold_cost
             if hold < best:
                 best, pred = hold, i

@@ -45,6 +45,22 @@ def targets_from_channels(ch: Channels, n_expr: int | None = None) -> np.ndarray
     return np.concatenate(parts, axis=1).astype(np.float64)
 
 
+STD_FLOOR = 0.1  # of the largest spread in the same group
+
+
+def normalisation_std(rows: np.ndarray, cfg: pose_net.NetConfig) -> np.ndarray:
+    """Per-column spread for z-scoring the targets, floored at STD_FLOOR of the largest one in its group
+    (expression + jaw, rotation, translation): a component that barely moves (a fixture clip's
+    mouthRollLower: std 1e-6) must not turn its tracker noise into the loss's largest term."""
+    std = np.asarray(rows, float).std(0)
+    sl = cfg.slices()
+    groups = [slice(0, cfg.n_face), sl["head_rotation"], sl["head_translation"]]
+    for g in groups:
+        if std[g].size:
+            std[g] = np.maximum(std[g], STD_FLOOR * std[g].max() + 1e-9)
+    return std
+
+
 def _as_clips(features, targets) -> tuple[list[np.ndarray], list[np.ndarray]]:
     if isinstance(features, np.ndarray):
         features, targets = [features], [targets]
@@ -114,7 +130,7 @@ def train(
         train_rows = np.concatenate([t[:s] for t, s in zip(targs, splits)])
         if len(train_rows) < 2:
             raise TrainingError("not enough training frames")
-        model.set_normalisation(train_rows.mean(0), train_rows.std(0))
+        model.set_normalisation(train_rows.mean(0), normalisation_std(train_rows, cfg))
     mean, std = model.target_mean.cpu().double().numpy(), model.target_std.cpu().double().numpy()
 
     x_all = [torch.as_tensor(f) for f in feats]
@@ -177,6 +193,8 @@ def train(
             history["stopped_early"] = True
             break
     history["epochs_run"] = len(history["train_loss"])
+    if val_idx:  # what always answering the training mean would score on the same held-out frames
+        history["mean_predictor_loss"] = evaluate(None, val_idx, x_all, y_all, cfg, device)
     history["best_val_loss"] = best_val
     history["seconds"] = time.perf_counter() - t0
     return best_state, history
@@ -184,11 +202,13 @@ def train(
 
 @torch.no_grad()
 def evaluate(model, idx, x_all, y_all, cfg, device) -> float:
-    """Mean loss over held-out windows (normalised units)."""
-    model.eval()
+    """Mean loss over held-out windows (normalised units); ``model=None``: of predicting the mean."""
+    if model is not None:
+        model.eval()
     tot, n = 0.0, 0
     for c, a, b in idx:
         xb, yb = x_all[c][a:b][None].to(device), y_all[c][a:b][None].to(device)
-        tot += float(pose_net.pose_loss(model(xb), yb, cfg.n_face)["total"])
+        pred = model(xb) if model is not None else torch.zeros_like(yb)
+        tot += float(pose_net.pose_loss(pred, yb, cfg.n_face)["total"])
         n += 1
     return tot / max(n, 1)

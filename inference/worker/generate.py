@@ -2,8 +2,10 @@
 
 With ``persona`` (a persona file made for this head by the "personalize" job) the lips, gaze and
 blinks still come from the lip engine, while head rotation/translation and the upper-face expression
-components come from the persona (``persona_mode``: "network" = the fine-tuned network's smoothed
-prediction, "retrieve" = the person's own recorded poses chosen along it).
+components come from the persona (``persona_mode``: "match" (default) = the person's own tracked
+motion chosen by the voice, "network" = the paper's network's prediction plus sampled motion,
+"retrieve" = the person's recorded poses chosen along the network's motion). ``motion_amplitude``
+scales the persona's motion about the person's mean pose.
 """
 
 from __future__ import annotations
@@ -58,8 +60,8 @@ def _load_persona(params: dict, head: HeadModel):
     """The persona file of ``params`` checked against ``head`` (JobError with a user-facing message)."""
     from ..persona import persona as ps  # torch: only imported when a persona is used
 
-    if (params.get("persona_mode") or "network") not in ("network", "retrieve"):
-        raise JobError(f"persona_mode must be 'network' or 'retrieve', got {params.get('persona_mode')!r}")
+    if (params.get("persona_mode") or "match") not in ps.MODES:
+        raise JobError(f"persona_mode must be one of {', '.join(ps.MODES)}, got {params.get('persona_mode')!r}")
     try:
         return ps.load_persona(params["persona"], head=head)
     except ps.PersonaHeadMismatch as exc:
@@ -75,12 +77,12 @@ def _apply_persona(ch, persona, params: dict, ctx: JobContext) -> None:
     from ..audio.decode import load_audio
     from ..persona import persona as ps
 
-    mode = params.get("persona_mode") or "network"
+    mode = params.get("persona_mode") or "match"
     ctx.progress(0.97, "moving the head in the persona's style")
     try:
         audio = load_audio(params["audio"])
         gen = ps.generate_pose(persona, audio, ch.fps, mode=mode, seed=int(params.get("seed", 0)),
-                               n_frames=ch.n_frames)
+                               n_frames=ch.n_frames, intensity=float(params.get("motion_amplitude", 1.0)))
     except (AudioError, ps.PersonaError, ValueError) as exc:
         raise JobError(f"the persona could not animate this audio: {exc}") from exc
     ch.set("head_rotation", gen["head_rotation"])
