@@ -74,7 +74,7 @@ def main() -> None:
     audio = (0.1 * rng.standard_normal(int(args.audio_seconds * SR))).astype(np.float32)
     persona.generate_pose(p, audio[:SR], 30.0)  # warm-up
     rows = []
-    for mode in ("network", "retrieve"):
+    for mode in persona.MODES:
         t0 = time.perf_counter()
         persona.generate_pose(p, audio, 30.0, mode=mode)
         dt = time.perf_counter() - t0

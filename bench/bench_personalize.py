@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     audio = load_audio(tmp / "held_out.wav")
     dur = len(audio) / tp.SR
     # Both modes measured interleaved (same machine load for each), median of 5 runs each.
-    modes = ("network", "retrieve")
+    modes = ps.MODES
     for mode in modes:
         ps.generate_pose(persona, audio[: tp.SR], tp.FPS, mode=mode)  # warm-up
     runs = {m: [] for m in modes}
