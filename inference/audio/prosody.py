@@ -31,8 +31,8 @@ class Prosody:
         return int(self.db.size)
 
 
-def chunk_features(chunk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(dB, f0) per 10 ms frame of a 16 kHz chunk (frame k = samples [k*160, (k+1)*160))."""
+def chunk_features(chunk: np.ndarray, pitch_step: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """(dB, f0) per 10 ms frame of a 16 kHz chunk (frame k = samples [k*160, (k+1)*160)); ``pitch_step``: see yin."""
     n = int(np.ceil(chunk.size / HOP))
     if n == 0:
         return np.zeros(0), np.zeros(0)
@@ -40,13 +40,23 @@ def chunk_features(chunk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     x[: chunk.size] = chunk
     fr = x.reshape(n, HOP)
     db = 10.0 * np.log10(np.mean(fr * fr, axis=1) + 1e-12)
-    return db, yin(x, n)
+    return db, yin(x, n, step=pitch_step)
 
 
-def yin(x: np.ndarray, n: int, threshold: float = 0.2) -> np.ndarray:
-    """F0 (Hz) per 10 ms frame, 0 where unvoiced: YIN's normalised difference via FFT autocorrelation."""
-    pad = np.pad(x, (_WIN // 2, _WIN // 2 + HOP))
-    idx = np.arange(n)[:, None] * HOP + np.arange(_WIN)[None, :]
+def yin(x: np.ndarray, n: int, threshold: float = 0.2, step: int = 1) -> np.ndarray:
+    """F0 (Hz) per 10 ms frame, 0 where unvoiced: YIN's normalised difference via FFT autocorrelation.
+    ``step`` > 1: estimated on every ``step``-th frame and held (analysis that only needs slow pitch)."""
+    step = max(1, int(step))
+    if step > 1:
+        return np.repeat(_yin_frames(x, n, threshold, step), step)[:n]
+    return _yin_frames(x, n, threshold, 1)
+
+
+def _yin_frames(x: np.ndarray, n: int, threshold: float, step: int) -> np.ndarray:
+    """YIN at frames 0, step, 2·step, ... (ceil(n / step) values)."""
+    m = -(-n // step)
+    pad = np.pad(x, (_WIN // 2, _WIN // 2 + HOP * step))
+    idx = np.arange(m)[:, None] * (HOP * step) + np.arange(_WIN)[None, :]
     frames = pad[idx]
     frames = frames - frames.mean(axis=1, keepdims=True)
     energy = np.sum(frames * frames, axis=1)
@@ -61,7 +71,7 @@ def yin(x: np.ndarray, n: int, threshold: float = 0.2) -> np.ndarray:
     seg = cmnd[:, lo:hi]
     below = seg < threshold
     first = np.where(below.any(axis=1), below.argmax(axis=1), -1)
-    f0 = np.zeros(n)
+    f0 = np.zeros(m)
     ok = (first >= 0) & (energy > 1e-6 * _WIN)
     rows = np.flatnonzero(ok)
     if rows.size:
@@ -124,10 +134,10 @@ def lowpass(x: np.ndarray, cutoff: float) -> np.ndarray:
     return sosfiltfilt(sos, x, padlen=min(x.size - 1, 3 * 6))
 
 
-def of_audio(audio_16k: np.ndarray) -> Prosody:
-    """Prosody of a whole take in one pass (analysis code; the lip engine streams chunk by chunk)."""
-    db, f0 = chunk_features(np.asarray(audio_16k, dtype=np.float64).reshape(-1))
-    return summarize(db, f0)
+def of_audio(audio_16k: np.ndarray, pitch_step: int = 1) -> Prosody:
+    """Prosody of a whole take in one pass (analysis code; the lip engine streams chunk by chunk).
+    ``pitch_step``: pitch every that many 10 ms frames (held between), for uses that low-pass it anyway."""
+    return summarize(*chunk_features(np.asarray(audio_16k, dtype=np.float64).reshape(-1), pitch_step))
 
 
 def voice_curves(p: Prosody, n: int | None = None, speed: float = 1.0) -> dict[str, np.ndarray]:

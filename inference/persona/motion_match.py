@@ -22,6 +22,7 @@ import numpy as np
 from ..audio import prosody
 from . import pose_style
 
+PITCH_STEP = 4  # pitch every 40 ms: it is low-passed for head motion anyway, and YIN is most of the cost
 CONTEXT_S = (-0.25, 0.0, 0.25)  # the voice before, at and after a frame: heads lead and follow stress
 CURVES = ("loudness", "speech", "pitch", "accent")
 JITTER_SIGMA_S = 0.03  # tracker jitter lives above ~5 Hz; a talker's head motion below ~3 Hz
@@ -36,7 +37,7 @@ class MotionMatchError(ValueError):
 
 def voice_features(audio_16k: np.ndarray, fps: float, n_frames: int) -> np.ndarray:
     """(n_frames, len(CURVES) * len(CONTEXT_S)) voice descriptors at the video frames' times."""
-    p = prosody.of_audio(audio_16k)
+    p = prosody.of_audio(audio_16k, pitch_step=PITCH_STEP)
     n100 = max(p.n, int(np.ceil(n_frames / fps * prosody.FEAT_RATE)) + 2)
     curves = prosody.voice_curves(p, n100)
     grid = np.arange(n100) / prosody.FEAT_RATE
