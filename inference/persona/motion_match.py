@@ -112,7 +112,7 @@ def match_path(bank_voice: np.ndarray, bank_pose: np.ndarray, query_voice: np.nd
     d = np.sqrt(np.maximum((sub * sub).sum(1)[:, None] + (sub * sub).sum(1)[None, :] - 2 * sub @ sub.T, 0.0))
     thr = float(np.percentile(d[np.triu_indices(len(sub), 1)], JUMP_PERCENTILE)) if len(sub) > 1 else 1.0
     return pose_style.best_path(match, b, jump_threshold=thr, jump_cost=JUMP_COST, hold_cost=JUMP_COST,
-                                min_jump_gap=int(round(0.5 * fps)), clip_starts=clip_starts)
+                                min_jump_gap=int(round(0.5 * fps)), clip_starts=clip_starts, free_clip_ends=True)
 
 
 def generate(bank_voice: np.ndarray, bank_pose: np.ndarray, query_voice: np.ndarray, fps: float, seed: int = 0,

@@ -184,11 +184,15 @@ _jump_cache: dict = {}  # bank fingerprint -> jump costs: repeated generation fr
 class _JumpCosts:
     """Cost of jumping from bank frame j to every frame: ``jump_cost`` + 0.1·(d/threshold)² where the
     (scaled) pose distance d is within the threshold, the frames are more than ``gap`` apart and a
-    backward jump goes back more than ``loop`` frames, else inf. Held as one dense matrix for normal
-    banks, row by row on demand for very long ones."""
+    backward jump goes back more than ``loop`` frames, else inf. From the frames in ``free`` (the last
+    frame of a clip, where the motion cannot go on) a jump of any size is allowed: otherwise a clip
+    that ends in an unusual pose can only be held there, and the head freezes. Held as one dense
+    matrix for normal banks, row by row on demand for very long ones."""
 
-    def __init__(self, b: np.ndarray, thr: float, jump_cost: float, gap: int, loop: int):
+    def __init__(self, b: np.ndarray, thr: float, jump_cost: float, gap: int, loop: int, free: tuple = ()):
         self.b, self.thr, self.jump_cost = b, thr, jump_cost
+        self.free = np.zeros(len(b), bool)
+        self.free[[int(f) for f in free if 0 <= int(f) < len(b)]] = True
         self.gap, self.loop = max(0, int(gap)), max(0, int(loop))
         n = len(b)
         self.dense = self._rows(np.arange(n)) if n <= _DENSE_MAX else None
@@ -205,6 +209,7 @@ class _JumpCosts:
             # |a|²+|b|²-2ab carries a rounding error of ~1e-16·(|a|²+|b|²): refuse anything that could
             # be above the threshold by that much, so no accepted jump exceeds it.
             ok = d2 <= self.thr ** 2 - 1e-12 * (sq[j][:, None] + sq[None, :])
+            ok |= self.free[j][:, None]
             off = idx[None, :] - j[:, None]
             ok &= (np.abs(off) > self.gap) & (off != 0) & (off != 1)  # hold / continue are not jumps
             ok &= (off > 0) | (-off > self.loop)  # replaying a stretch again: a long one
@@ -223,16 +228,16 @@ class _JumpCosts:
         return r
 
 
-def _jump_costs(b: np.ndarray, thr: float, jump_cost: float, gap: int, loop: int) -> _JumpCosts:
+def _jump_costs(b: np.ndarray, thr: float, jump_cost: float, gap: int, loop: int, free: tuple = ()) -> _JumpCosts:
     import hashlib
 
     key = (hashlib.blake2b(np.ascontiguousarray(b).tobytes(), digest_size=16).hexdigest(), b.shape, thr,
-           jump_cost, gap, loop)
+           jump_cost, gap, loop, free)
     jc = _jump_cache.get(key)
     if jc is None:
         if len(_jump_cache) >= 2:  # a couple of personas in flight at most; drop the oldest
             _jump_cache.pop(next(iter(_jump_cache)))
-        jc = _jump_cache[key] = _JumpCosts(b, thr, jump_cost, gap, loop)
+        jc = _jump_cache[key] = _JumpCosts(b, thr, jump_cost, gap, loop, free)
     return jc
 
 
@@ -300,11 +305,12 @@ def retrieve_path(query: np.ndarray, bank: np.ndarray, jump_threshold: float | N
 
 def best_path(match: np.ndarray, bank: np.ndarray, jump_threshold: float | None = None, jump_cost: float = 4.0,
               hold_cost: float = 2.0, min_jump_gap: int = 12, min_loop: int | None = None,
-              clip_starts: list[int] | None = None) -> np.ndarray:
+              clip_starts: list[int] | None = None, free_clip_ends: bool = False) -> np.ndarray:
     """The path through ``bank`` (N, D, already in its distance units) of least total cost, given the
     per-frame match costs ``match`` (T, N); the moves and their costs are those of ``retrieve_path``.
     ``clip_starts``: bank rows that begin a new clip (a bank of several clips) — the path never
-    "continues" into them from the previous clip's last frame; it may jump there."""
+    "continues" into them from the previous clip's last frame; it may jump there. ``free_clip_ends``:
+    jumps of any size may leave a clip's last frame (for callers that blend jumps)."""
     match = np.asarray(match, float)
     b = np.asarray(bank, float)
     n, t_total = len(b), len(match)
@@ -321,7 +327,8 @@ def best_path(match: np.ndarray, bank: np.ndarray, jump_threshold: float | None 
         steps = steps[np.isfinite(cont[1:])]  # a clip boundary is not a step of the motion
     thr = float(np.percentile(steps, 90)) if jump_threshold is None else float(jump_threshold)
     loop = 4 * int(min_jump_gap) if min_loop is None else int(min_loop)
-    jumps = _jump_costs(b, thr, float(jump_cost), int(min_jump_gap), loop)
+    ends = tuple(sorted({n - 1, *[int(c) - 1 for c in (clip_starts or []) if 0 < int(c) < n]})) if free_clip_ends else ()
+    jumps = _jump_costs(b, thr, float(jump_cost), int(min_jump_gap), loop, ends)
 
     # Forward pass in blocks of ``block`` rows; only the first row of each block is kept, the rows
     # themselves are recomputed (bit for bit: same operations) when backtracking through that block.
