@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..audio.prosody import FEAT_RATE, Prosody, lowpass, voice_curves
+from ..audio.prosody import FEAT_RATE, Prosody, lowpass, of_audio, voice_curves
 
 # Calibrated on real talkers (the three fixture clips, tracked, jitter smoothed at 30 ms): per-axis
 # rotation std pitch / yaw / roll 3.4-4.3 / 1.2-4.4 / 1.7-2.9 degrees, velocity std 14-19 / 8-14 /
@@ -72,8 +72,6 @@ def head_motion(p: Prosody, times: np.ndarray, params: MotionParams) -> dict[str
 
 def head_pose_for_audio(audio_16k: np.ndarray, fps: float, n_frames: int, seed: int = 0) -> np.ndarray:
     """(n_frames, 6) generic head rotation + translation for a whole take (analysis: the persona evaluation)."""
-    from ..audio.prosody import of_audio
-
     m = head_motion(of_audio(audio_16k), np.arange(int(n_frames)) / float(fps), MotionParams(seed=seed))
     return np.concatenate([m["head_rotation"], m["head_translation"]], axis=1)
 

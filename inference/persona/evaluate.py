@@ -67,24 +67,27 @@ def fd(gen: np.ndarray, truth: np.ndarray, fps: float, dyn: bool = False) -> flo
     return pose_style.frechet_distance(window_stats(gen / scale, fps, dyn), window_stats(truth / scale, fps, dyn))
 
 
-def rhythm(p: np.ndarray, audio: np.ndarray, fps: float) -> float:
-    """Correlation of head rotation speed (0.1 s smoothed) with the voice's accents at the frames' times."""
-    pr = prosody.of_audio(audio)
-    acc = prosody.voice_curves(pr)["accent"]
-    t = np.arange(len(p)) / fps
-    a = np.interp(t, np.arange(len(acc)) / prosody.FEAT_RATE, acc)
-    speed = np.linalg.norm(np.gradient(pose_style.gaussian_smooth(p[:, :3], 0.1 * fps), axis=0), axis=1)
+def voice_accents(audio: np.ndarray, fps: float, n: int) -> np.ndarray:
+    """(n,) the voice's accents (``prosody.voice_curves``) at the frames' times."""
+    acc = prosody.voice_curves(prosody.of_audio(audio))["accent"]
+    return np.interp(np.arange(n) / fps, np.arange(len(acc)) / prosody.FEAT_RATE, acc)
+
+
+def rhythm(p: np.ndarray, accents: np.ndarray, fps: float) -> float:
+    """Correlation of head rotation speed (0.1 s smoothed) with the voice's accents at the same frames."""
+    a = accents[:len(p)]
+    speed = np.linalg.norm(np.gradient(pose_style.gaussian_smooth(p[:len(a), :3], 0.1 * fps), axis=0), axis=1)
     if speed.std() < 1e-12 or a.std() < 1e-12:
         return 0.0
     return float(np.corrcoef(speed, a)[0, 1])
 
 
-def metrics(gen: np.ndarray, truth: np.ndarray, audio: np.ndarray, fps: float) -> dict:
+def metrics(gen: np.ndarray, truth: np.ndarray, accents: np.ndarray, fps: float) -> dict:
     n = min(len(gen), len(truth))
     g, t = gen[:n], truth[:n]
     rot = np.degrees(g[:, :3])
     return {"rot_std": rot.std(0).tolist(), "vel_std": (np.diff(rot, axis=0) * fps).std(0).tolist(),
-            "fd_full": fd(g, t, fps), "fd_dyn": fd(g, t, fps, dyn=True), "rhythm": rhythm(g, audio, fps)}
+            "fd_full": fd(g, t, fps), "fd_dyn": fd(g, t, fps, dyn=True), "rhythm": rhythm(g, accents, fps)}
 
 
 def network_losses(persona: ps.Persona, clip: Clip) -> dict:
@@ -122,23 +125,24 @@ def run_fold(train: list[Clip], held: Clip, head_hash: str, seed: int = 0, epoch
                              epochs=epochs, seed=seed, net_overrides=net_overrides, progress=progress)
     fold = Fold(held_out=held.name, fps=fps)
     fold.curves["truth"] = truth
-    fold.rows["truth"] = metrics(truth, truth, held.audio, fps)
+    accents = voice_accents(held.audio, fps, n)  # once per fold: every row is timed against the same voice
+    fold.rows["truth"] = metrics(truth, truth, accents, fps)
     others = [pose6(c.channels) for c in train]
-    fold.rows["own other footage"] = _metrics_of_other(others, truth, held.audio, fps)
+    fold.rows["own other footage"] = _metrics_of_other(others, truth, fps)
     for mode in modes:
         gen = ps.generate_pose(persona, held.audio, fps, mode=mode, seed=seed, n_frames=n)
         p = np.concatenate([gen["head_rotation"], gen["head_translation"]], axis=1)
         fold.curves[f"persona, {mode}"] = p
-        fold.rows[f"persona, {mode}"] = metrics(p, truth, held.audio, fps)
+        fold.rows[f"persona, {mode}"] = metrics(p, truth, accents, fps)
     if generic is not None:
         g = np.asarray(generic(held.audio, fps, n, seed), float)
         fold.curves["generic"] = g
-        fold.rows["generic"] = metrics(g, truth, held.audio, fps)
+        fold.rows["generic"] = metrics(g, truth, accents, fps)
     fold.network = network_losses(persona, held)
     return fold
 
 
-def _metrics_of_other(others: list[np.ndarray], truth: np.ndarray, audio: np.ndarray, fps: float) -> dict:
+def _metrics_of_other(others: list[np.ndarray], truth: np.ndarray, fps: float) -> dict:
     """The person's other footage against the truth (its own figures; rhythm is not defined on other audio)."""
     cat = np.concatenate(others)
     rot = np.degrees(cat[:, :3])

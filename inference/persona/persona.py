@@ -300,8 +300,7 @@ def personalize(
     # the network mode adds it back as sampled motion.
     model, sl = pose_net.build(cfg, state), cfg.slices()
     pred = np.concatenate([pose_net.predict(model, f, seq_len=seq_len) for f in feats])
-    pred6 = pose_style.gaussian_smooth(np.concatenate([pred[:, sl["head_rotation"]], pred[:, sl["head_translation"]]], 1),
-                                       0.1 * fps)
+    pred6 = pose_style.gaussian_smooth(_pose6(pred, sl), 0.1 * fps)
     cut = [int(s) for s in starts]  # within-clip spread: clips differ in where the camera stood
     residual_std = np.sqrt(np.maximum(motion_match.center_clips(pose6, cut).var(0)
                                       - motion_match.center_clips(pred6, cut).var(0), 0.0))
@@ -380,7 +379,7 @@ def generate_pose(
         pred = pose_net.predict(model, feats, seq_len=persona.seq_len)
         sl = model.cfg.slices()
         sig = max(0.0, float(smooth or 0.0)) * pfps
-        pose = pose_style.gaussian_smooth(np.concatenate([pred[:, sl["head_rotation"]], pred[:, sl["head_translation"]]], 1), sig)
+        pose = pose_style.gaussian_smooth(_pose6(pred, sl), sig)
         residual = _residual_motion(persona, bank, len(pose), seed, clip_starts)
         expr = pose_style.gaussian_smooth(pred[:, sl["expression"]], sig / 2)
         jaw = pose_style.gaussian_smooth(pred[:, sl["jaw"]], sig / 2)
@@ -403,6 +402,11 @@ def generate_pose(
         "head_rotation": pose[:, :3], "head_translation": pose[:, 3:6], "expression": expr * mask,
         "expression_mask": mask, "expression_full": expr, "jaw": jaw, **extra,
     }
+
+
+def _pose6(pred: np.ndarray, sl: dict) -> np.ndarray:
+    """(T, 6) head rotation + translation of the network's (T, n_out) prediction."""
+    return np.concatenate([pred[:, sl["head_rotation"]], pred[:, sl["head_translation"]]], axis=1)
 
 
 def _residual_motion(persona: Persona, bank: np.ndarray, n: int, seed: int, clip_starts: list[int]) -> np.ndarray:
