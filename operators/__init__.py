@@ -5,6 +5,7 @@ import bpy
 from . import add_head, arkit_io, generate, landmarks, personalize, track_video
 from . import batch as batch  # scripting API: cadence.operators.batch.run_batch, …
 from . import preview as preview
+from .refiner import refine_video, render, train_refiner
 from .worker import ops as worker_ops
 from .worker import session as worker_session
 from .worker import setup as setup_worker
@@ -18,6 +19,9 @@ classes: tuple = (
     setup_worker.CADENCE_OT_setup_worker,
     track_video.CADENCE_OT_track_video,
     personalize.CADENCE_OT_personalize,
+    render.CADENCE_OT_render_frames,
+    train_refiner.CADENCE_OT_train_refiner,
+    refine_video.CADENCE_OT_refine_video,
     *arkit_io.classes,
 )
 

@@ -161,7 +161,7 @@ class TrackJob(WorkerJob):
         strip = None
         if data.get("audio_file") and opts.get("add_sound", True):
             strip = add_sound_strip(scene, self.video, frame_start)  # the video itself: it outlives the cache
-        rig["cadence"]["last_track"] = {"video": self.video, **saved, "camera": camera,
+        rig["cadence"]["last_track"] = {"video": self.video, **saved, "camera": camera, "frame_start": frame_start,
                                         "identity": identity.tolist(), "take": take,
                                         "frame_rate": self.rate_note or "the video's and the scene's rates match",
                                         "score_fused": list((data.get("report") or {}).get("score_fused", [])),

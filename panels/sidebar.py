@@ -52,6 +52,7 @@ class CADENCE_PT_main(bpy.types.Panel):
             op.persona_mode = settings.persona_mode
 
         _draw_personalize(layout, context, settings, rig, persona)
+        _draw_refiner(layout, settings, rig)
         _draw_arkit(layout, settings, rig)
 
         if settings.running:
@@ -97,6 +98,25 @@ def _draw_personalize(layout, context: bpy.types.Context, settings, rig, persona
         box.label(text=f"Persona: {bpy.path.basename(persona)}", icon="CHECKMARK")
     elif rig is not None:
         box.label(text="No persona yet for this head", icon="INFO")
+
+
+def _draw_refiner(layout, settings, rig) -> None:
+    """The "Photoreal" box (stage 2): train the refiner on the tracked video, refine the playing take to mp4."""
+    box = layout.box()
+    box.label(text="Photoreal Video", icon="RENDER_ANIMATION")
+    tracked = rig is not None and rig["cadence"].get("last_track") is not None
+    refiner = str((rig["cadence"].get("refiner") or {}).get("file", "")) if rig is not None else ""
+    row = box.row(align=True)
+    row.enabled = tracked and not settings.running
+    row.operator("cadence.train_refiner", icon="SHADERFX")
+    sub = row.row(align=True)
+    sub.enabled = bool(refiner)
+    sub.operator("cadence.refine_video", icon="FILE_MOVIE")
+    if refiner:
+        box.label(text=f"Refiner: {bpy.path.basename(refiner)}", icon="CHECKMARK")
+    elif rig is not None:
+        box.label(text="Track a video, then Train Refiner" if not tracked else "No refiner yet for this head",
+                  icon="INFO")
 
 
 def _draw_arkit(layout, settings, rig) -> None:

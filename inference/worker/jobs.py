@@ -28,7 +28,7 @@ JOB_MODULES: dict[str, tuple[str, ...]] = {
     "inference.worker.track": ("track", "check_video"),
     "inference.jobs_train": ("train",),
     "inference.worker.personalize": ("personalize",),
-    "inference.jobs_refine": ("refine",),
+    "inference.worker.refiner": ("train_refiner", "refine_video"),
     "inference.worker.landmarks": ("detect_landmarks",),
 }
 

@@ -41,3 +41,18 @@ def add_sound_strip(scene: bpy.types.Scene, filepath: str, frame_start: int, cha
             other.mute = True
     scene.audio_volume = max(scene.audio_volume, 0.0)
     return strip
+
+
+def audible_sound(scene: bpy.types.Scene, frame: int) -> tuple[str, float] | None:
+    """(file, the strip's start frame) of the unmuted sound strip playing at ``frame``, else None (a take's
+    audio for a video export: what the user hears when playing the scene)."""
+    editor = scene.sequence_editor
+    if editor is None:
+        return None
+    for strip in sorted(_strips(editor), key=lambda s: s.channel):
+        if (strip.type == "SOUND" and not strip.mute and strip.sound is not None
+                and strip.frame_final_start <= frame < strip.frame_final_end):
+            path = bpy.path.abspath(strip.sound.filepath)
+            if os.path.isfile(path):
+                return path, float(strip.frame_start)
+    return None
