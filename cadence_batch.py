@@ -12,6 +12,11 @@ Personalization (same launchers):
     ... track VIDEO --out DIR                  track a video: <video>_track.blend with the take, camera, sound
     ... personalize VIDEO... --persona-out FILE   learn a persona (head-motion style) from videos of the person
     ... AUDIO... --out DIR --persona FILE      generate with head motion in the persona's style
+
+Photoreal video (stage 2, same launchers):
+    ... train-refiner TRACKED.blend --refiner-out FILE   train the refiner on the .blend's tracked video
+    ... refine TAKE.blend --video-out FILE [--refiner FILE]   the .blend's take -> photoreal mp4 with its sound
+    ... photoreal VIDEO AUDIO --out DIR        all in one: track, persona, refiner, take, mp4
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ import argparse
 import importlib
 import sys
 from pathlib import Path
+
+STAGE2 = ("train-refiner", "refine", "photoreal")
 
 
 def _scene_options(ap: argparse.ArgumentParser) -> None:
@@ -81,7 +88,57 @@ def _personalize_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _refiner_options(ap: argparse.ArgumentParser, train: bool = True) -> None:
+    if train:
+        ap.add_argument("--minutes", type=float, default=10.0, help="refiner training time budget")
+        ap.add_argument("--size", type=int, choices=(64, 128, 256), default=128, help="crop size (256 on a GPU)")
+    ap.add_argument("--samples", type=int, default=8, help="Eevee samples per rendered frame")
+
+
+def _stage2_parser(command: str) -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog=f"cadence_batch {command}")
+    if command == "train-refiner":
+        ap.description = "Train the photoreal refiner on a tracked .blend's video (saves the .blend)"
+        ap.add_argument("blend", help="a .blend with a tracked head (from `track`)")
+        ap.add_argument("--refiner-out", required=True, help="refiner file to write (e.g. me.refiner.pt)")
+        _refiner_options(ap)
+    elif command == "refine":
+        ap.description = "Refine the take a .blend plays into a photoreal mp4"
+        ap.add_argument("blend", help="a .blend with a tracked head, a take and a trained refiner")
+        ap.add_argument("--video-out", required=True, help="the mp4 to write")
+        ap.add_argument("--refiner", default="", help="refiner file (default: the one the .blend records)")
+        _refiner_options(ap, train=False)
+    else:
+        ap.description = "A clip of the person and new audio -> a photoreal mp4 of them saying it"
+        ap.add_argument("video")
+        ap.add_argument("audio")
+        ap.add_argument("--out", required=True, help="output folder (persona, refiner, .blend, mp4)")
+        ap.add_argument("--head", default="", help="FLAME .pkl/.npz head (default: Cadence's own head)")
+        _refiner_options(ap)
+        _lens_option(ap)
+    return ap
+
+
+def _run_stage2(command: str, argv: list[str], cadence) -> int:
+    args = _stage2_parser(command).parse_args(argv)
+    batch = cadence.operators.refiner.batch
+    try:
+        if command == "train-refiner":
+            batch.run_train_refiner(args.blend, args.refiner_out, args.minutes, args.size, args.samples)
+        elif command == "refine":
+            batch.run_refine(args.blend, args.video_out, args.refiner, args.samples)
+        else:
+            batch.run_photoreal(args.video, args.audio, args.out, args.minutes, args.size, args.samples,
+                                head_file=args.head, lens_mm=args.lens_mm)
+    except (RuntimeError, OSError, ValueError) as exc:
+        print(f"Cadence {command}: FAILED: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _run_command(command: str, argv: list[str], cadence, bpy) -> int:
+    if command in STAGE2:
+        return _run_stage2(command, argv, cadence)
     args = (_track_parser() if command == "track" else _personalize_parser()).parse_args(argv)
     batch = cadence.operators.batch
     base = args.base or (bpy.data.filepath if bpy.data.filepath else "")
@@ -119,7 +176,7 @@ def _cadence_package():
 
 
 def main(argv: list[str]) -> int:
-    command = argv[0] if argv and argv[0] in ("track", "personalize") else ""
+    command = argv[0] if argv and argv[0] in ("track", "personalize", *STAGE2) else ""
     args = None if command else _parser().parse_args(argv)
     if args is not None and args.persona and not Path(args.persona).is_file():
         print(f"Cadence batch: persona file not found: {args.persona}", file=sys.stderr)

@@ -5,6 +5,7 @@ import bpy
 from . import add_head, arkit_io, generate, landmarks, personalize, track_video
 from . import batch as batch  # scripting API: cadence.operators.batch.run_batch, …
 from . import preview as preview
+from .refiner import batch as refiner_batch  # noqa: F401 - scripting API: run_photoreal, …
 from .refiner import refine_video, render, train_refiner
 from .worker import ops as worker_ops
 from .worker import session as worker_session

@@ -45,7 +45,30 @@ def real_frame(cx: float, cy: float, mouth: float) -> np.ndarray:
     return bg * (1 - inside[..., None]) + skin * inside[..., None]
 
 
-def write_renders(folder: str, n: int, head_hash: str = "h" * 16) -> str:
+FOCAL, RADIUS_PX = 100.0, 18.0
+
+
+def hemisphere(cx: float, cy: float, rings: int = 12, segments: int = 24) -> tuple[np.ndarray, np.ndarray]:
+    """Camera-space vertices and triangles of the half ball the disc is (depth 1 m, facing the camera)."""
+    r = RADIUS_PX / FOCAL
+    centre = np.array([(cx - W / 2) / FOCAL, -(cy - H / 2) / FOCAL, -1.0])
+    verts = [centre + [0, 0, r]]
+    for i in range(1, rings + 1):
+        polar = np.pi / 2 * i / rings
+        for j in range(segments):
+            az = 2 * np.pi * j / segments
+            verts.append(centre + r * np.array([np.sin(polar) * np.cos(az), np.sin(polar) * np.sin(az),
+                                                np.cos(polar)]))
+    faces = [[0, 1 + j, 1 + (j + 1) % segments] for j in range(segments)]
+    for i in range(rings - 1):
+        a, b = 1 + i * segments, 1 + (i + 1) * segments
+        for j in range(segments):
+            k = (j + 1) % segments
+            faces += [[a + j, b + j, b + k], [a + j, b + k, a + k]]
+    return np.asarray(verts, np.float32), np.asarray(faces, np.int32)
+
+
+def write_renders(folder: str, n: int, head_hash: str = "h" * 16, geometry: bool = True) -> str:
     import cv2
 
     os.makedirs(folder, exist_ok=True)
@@ -60,7 +83,10 @@ def write_renders(folder: str, n: int, head_hash: str = "h" * 16) -> str:
         pose = np.eye(4)
         pose[:3, 3] = ((cx - W / 2) / 100.0, -(cy - H / 2) / 100.0, -1.0)  # in front of the camera
         poses.append(pose.ravel().tolist())
-    manifest = {"kind": "cadence-renders", "version": 1, "width": W, "height": H, "fps": FPS,
+    if geometry:
+        np.save(os.path.join(folder, "vertices.npy"), np.stack([hemisphere(cx, cy)[0] for cx, cy, _m in path]))
+        np.save(os.path.join(folder, "faces.npy"), hemisphere(0, 0)[1])
+    manifest = {"kind": "cadence-renders", "version": 1, "width": W, "height": H, "fps": FPS, "focal_px": FOCAL,
                 "frames": list(range(1, n + 1)), "files": files, "head_pose": poses, "take": "test",
                 "head_hash": head_hash}
     with open(os.path.join(folder, "manifest.json"), "w", encoding="utf-8") as fh:

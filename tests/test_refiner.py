@@ -62,17 +62,18 @@ def test_boxes_follow_the_silhouette_and_paste_inverts_cut():
     alpha = np.zeros((60, 80))
     alpha[10:40, 30:50] = 1.0
     box = crops.silhouette_box(alpha)
-    assert np.allclose(box, [40.0, 25.0, crops.MARGIN * 30])
+    side = crops.MARGIN * 20  # the head's width, not its height (a neck may run out of the frame)
+    assert np.allclose(box, [40.0, 10 + (0.5 - crops.TOP) * side, side])
     assert crops.silhouette_box(np.zeros((5, 5))) is None
     steady = crops.steady_boxes([box, None, box + [4, 0, 0]], 25.0)
     assert steady.shape == (3, 3) and 40 <= steady[1, 0] <= 44
     with pytest.raises(crops.CropError):
         crops.steady_boxes([None, None], 25.0)
-    rng = np.random.default_rng(0)
-    frame = rng.random((60, 80, 3)).astype(np.float32)
-    c = crops.cut(frame, box, 36)
-    back = crops.paste(np.zeros_like(frame), c, np.ones((36, 36)), box)
-    inner = (slice(15, 35), slice(33, 47))
+    yy, xx = np.mgrid[0:60, 0:80]
+    frame = np.dstack([0.5 + 0.4 * np.sin(xx / 5), 0.5 + 0.4 * np.cos(yy / 4), xx / 80]).astype(np.float32)
+    c = crops.cut(frame, box, 31)  # side 31: 1:1
+    back = crops.paste(np.zeros_like(frame), c, np.ones((31, 31)), box)
+    inner = (slice(12, 30), slice(33, 47))
     assert np.abs(back[inner] - frame[inner]).mean() < 0.05  # same pixels where the box is, 1:1 scale
     assert back[55, 5].sum() == 0  # outside the box: the frame below
 
@@ -126,7 +127,7 @@ def test_background_matching_follows_the_pose_and_plays_on():
 # ------------------------------------------------------------------------------------ train, refine
 def test_training_lowers_the_loss_and_raises_held_out_psnr(trained):
     out, res = trained
-    assert os.path.isfile(out)
+    assert os.path.isfile(out) and res["textured"] and not res["warnings"]
     assert np.mean(res["loss_l1_last"]) < 0.6 * np.mean(res["loss_l1_first"])
     assert res["val_psnr"] > res["val_psnr_start"] + 3.0
     assert res["n_val"] == round(train.VAL_FRACTION * N) and res["n_train"] == N - res["n_val"]
@@ -176,6 +177,7 @@ def test_refined_frames_are_closer_to_the_person_than_the_raw_render(trained, cl
     out, _ = trained
     nets, _ = train.load(str(out))
     data = pairs.training_pairs(str(clip / "renders"), str(clip / "clip.mp4"), 0, 32)
+    pairs.add_textured(data.renders, data.boxes, data.render_crops, nets.texture)
     _tr, val = train.split(N)
     refined = refine.refine_crops(nets, data.render_crops[val], 25.0)
     real = data.real_crops[val].astype(np.float32)
@@ -246,4 +248,34 @@ def test_renders_manifest_is_checked(tmp_path):
 def test_config_is_checked():
     with pytest.raises(ValueError):
         RefinerConfig(size=40, depth=4).check()
-    assert RefinerConfig(size=64, depth=4).check().in_channels == 10
+    assert RefinerConfig(size=64, depth=4).check().in_channels == 13  # 3 renders, the textured render, the mask
+    assert RefinerConfig(size=64, depth=4, textured=0).check().in_channels == 10
+
+
+def test_the_persons_texture_makes_the_render_look_like_them(clip):
+    from inference.refiner import texture
+
+    renders = frames.load_renders(str(clip / "renders"))
+    projector = texture.Projector(renders.geometry()[1])
+    tr, val = train.split(N)
+    data = pairs.training_pairs(str(clip / "renders"), str(clip / "clip.mp4"), 0, 32, projector=projector,
+                                project_frames=tr)
+    colours, seen = projector.result()
+    assert colours.shape == (len(renders.geometry()[1]), 3) and (seen > 0).mean() > 0.6
+    assert np.isfinite(colours).all() and colours.min() >= 0
+    pairs.add_textured(data.renders, data.boxes, data.render_crops, colours)
+    rc, real = data.render_crops[val].astype(np.float32), data.real_crops[val].astype(np.float32)
+    raw = rc[..., :3] + (1 - rc[..., 3:4]) * real
+    textured = rc[..., 4:7] + (1 - rc[..., 7:8]) * real
+    assert np.abs(textured - real).mean() < 0.5 * np.abs(raw - real).mean()  # on frames it never saw
+
+
+def test_renders_without_geometry_train_without_texture(tmp_path):
+    rs.write_renders(str(tmp_path / "renders"), 20, geometry=False)
+    rs.write_video(str(tmp_path / "clip.mp4"), 20)
+    res = train_refiner_job({"renders_dir": str(tmp_path / "renders"), "video": str(tmp_path / "clip.mp4"),
+                             "refiner_out": str(tmp_path / "r.pt"), "size": 32, "net_overrides": TINY,
+                             "max_iters": 3}, Ctx(tmp_path))
+    assert res["textured"] is False and "texture" in res["warnings"][0]
+    nets, _ = train.load(str(tmp_path / "r.pt"))
+    assert nets.cfg.textured == 0 and nets.texture is None

@@ -1,8 +1,9 @@
 """Face crops that follow the rendered head: boxes from the render's alpha, steadied over time, and the
 affine maps between a frame and its crop (to cut a crop out and to paste a refined crop back).
 
-A box is (cx, cy, side) in frame pixels: a square around the head's silhouette, ``MARGIN`` times its larger
-side. Boxes are smoothed over ``SMOOTH_S`` seconds (the side more: a crop that breathes with every jaw
+A box is (cx, cy, side) in frame pixels: a square ``MARGIN`` times the silhouette's width, its top a little
+above the top of the head. Sized by the width, not the height: the neck runs to the frame's edge in a
+close shot, and a box around it would shrink the face to a quarter of the crop. Boxes are smoothed over ``SMOOTH_S`` seconds (the side more: a crop that breathes with every jaw
 opening would make the refiner's input swim). Frames without a head (empty alpha) take their neighbours' box.
 """
 
@@ -10,7 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-MARGIN = 1.2
+MARGIN = 1.55  # side / head width: crown to below the chin on a frontal head
+TOP = 0.05  # the box starts this fraction of its side above the head's top
 SMOOTH_S = 0.12
 SIDE_SMOOTH_S = 0.5
 ALPHA_ON = 0.5
@@ -21,12 +23,13 @@ class CropError(ValueError):
 
 
 def silhouette_box(alpha: np.ndarray) -> np.ndarray | None:
-    """(cx, cy, side) of the square around the alpha > 0.5 pixels, or None when there are none."""
+    """(cx, cy, side) of the face box of the alpha > 0.5 pixels, or None when there are none."""
     ys, xs = np.nonzero(np.asarray(alpha) > ALPHA_ON)
     if len(xs) < 4:
         return None
-    x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
-    return np.array([(x0 + x1) / 2.0, (y0 + y1) / 2.0, MARGIN * max(x1 - x0, y1 - y0)], dtype=np.float64)
+    x0, x1, y0 = xs.min(), xs.max() + 1, ys.min()
+    side = MARGIN * (x1 - x0)
+    return np.array([(x0 + x1) / 2.0, y0 + (0.5 - TOP) * side, side], dtype=np.float64)
 
 
 def steady_boxes(boxes: list[np.ndarray | None], fps: float) -> np.ndarray:

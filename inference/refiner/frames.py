@@ -36,6 +36,25 @@ class Renders:
     head_pose: np.ndarray  # (T, 4, 4)
     take: str
     head_hash: str
+    focal_px: float = 0.0  # the render camera (principal point at the centre); 0: unknown
+    vertices_file: str = ""  # (T, V, 3) camera-space vertices of the head per frame (for the texture)
+    faces_file: str = ""
+
+    @property
+    def has_geometry(self) -> bool:
+        return self.focal_px > 0 and os.path.isfile(self.vertices_file) and os.path.isfile(self.faces_file)
+
+    def geometry(self) -> tuple[np.ndarray, np.ndarray]:
+        """((T, V, 3) vertices, memory-mapped; (F, 3) triangles); FramesError when missing or inconsistent."""
+        try:
+            verts = np.load(self.vertices_file, mmap_mode="r", allow_pickle=False)
+            faces = np.load(self.faces_file, allow_pickle=False).astype(np.int64)
+        except (OSError, ValueError) as exc:
+            raise FramesError(f"the head geometry beside the renders is unreadable ({exc}); render again") from exc
+        if verts.ndim != 3 or verts.shape[0] != len(self) or verts.shape[2] != 3 or faces.ndim != 2 \
+                or faces.shape[1] != 3 or faces.size == 0 or faces.min() < 0 or faces.max() >= verts.shape[1]:
+            raise FramesError("the head geometry beside the renders does not match them; render again")
+        return verts, faces
 
     def __len__(self) -> int:
         return len(self.files)
@@ -68,7 +87,10 @@ def load_renders(folder: str) -> Renders:
         files = [str(f) for f in m["files"]]
         pose = np.asarray(m["head_pose"], dtype=np.float64).reshape(len(files), 4, 4)
         renders = Renders(folder, int(m["width"]), int(m["height"]), float(m["fps"]), [int(f) for f in m["frames"]],
-                          files, pose, str(m.get("take", "")), str(m.get("head_hash", "")))
+                          files, pose, str(m.get("take", "")), str(m.get("head_hash", "")),
+                          float(m.get("focal_px", 0.0) or 0.0),
+                          os.path.join(folder, os.path.basename(str(m.get("vertices", "vertices.npy")))),
+                          os.path.join(folder, os.path.basename(str(m.get("faces", "faces.npy")))))
     except (KeyError, TypeError, ValueError) as exc:
         raise FramesError(f"{path} is not a valid render manifest ({exc}); render the take again") from exc
     if not files or len(renders.frames) != len(files) or any(os.sep in f or f.startswith(".") for f in files):
@@ -89,10 +111,11 @@ def head_boxes(renders: Renders, progress=None) -> np.ndarray:
 
 
 def render_crops(renders: Renders, boxes: np.ndarray, size: int, progress=None) -> np.ndarray:
-    """(T, S, S, 4) float16 crops of the renders (premultiplied RGB + alpha, 0..1)."""
-    out = np.zeros((len(renders), size, size, 4), dtype=np.float16)
+    """(T, S, S, 8) float16 crops of the renders: premultiplied RGB + alpha (0..1), then room for the textured
+    render's (``pairs.add_textured``)."""
+    out = np.zeros((len(renders), size, size, 8), dtype=np.float16)
     for i in range(len(renders)):
-        out[i] = crops.cut(renders.rgba(i), boxes[i], size)
+        out[i, ..., :4] = crops.cut(renders.rgba(i), boxes[i], size)
         if progress is not None:
             progress(i / len(renders))
     return out

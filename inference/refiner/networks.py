@@ -32,6 +32,7 @@ class RefinerConfig:
     thumb: int = 8  # the appearance value is the real crop's thumb × thumb colour image
     disc_base: int = 32
     memory_size: int = 128
+    textured: int = 1  # the stack carries the head drawn with the person's texture (texture.py)
 
     @property
     def value_dim(self) -> int:
@@ -39,12 +40,19 @@ class RefinerConfig:
 
     @property
     def in_channels(self) -> int:
-        return 3 * N_CONTEXT + 1
+        return 3 * N_CONTEXT + 1 + 3 * int(bool(self.textured))
+
+    @property
+    def base_slice(self) -> slice:
+        """The stack's channels the output starts from (mask · base + (1 − mask) · colour): the textured
+        render when there is one, else the current render."""
+        first = 3 * N_CONTEXT if self.textured else 3 * (N_CONTEXT // 2)
+        return slice(first, first + 3)
 
     def check(self) -> RefinerConfig:
         if self.size < 16 or self.size % (2 ** self.depth) or self.size // (2 ** self.depth) < 2:
             raise ValueError(f"crop size {self.size} must be a multiple of {2 ** self.depth} and at least 16")
-        for name in ("base", "depth", "key_dim", "thumb", "disc_base", "memory_size"):
+        for name in ("base", "depth", "key_dim", "thumb", "disc_base", "memory_size"):  # (textured may be 0)
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"refiner {name} must be >= 1")
         return self
@@ -93,9 +101,10 @@ class Generator(nn.Module):
         self.ups = nn.ModuleList(_Up(widths[i + 1] + widths[i], widths[i], 128) for i in reversed(range(cfg.depth)))
         self.colour = nn.Conv2d(widths[0], 3, 3, padding=1)
         self.mask = nn.Conv2d(widths[0], 1, 3, padding=1)
+        self.base_slice = cfg.base_slice
 
     def forward(self, stack: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``stack`` (B, 10, S, S) in [-1, 1], ``value`` (B, value_dim) -> (refined, colour, mask)."""
+        """``stack`` (B, in_channels, S, S) in [-1, 1], ``value`` (B, value_dim) -> (refined, colour, mask)."""
         style = self.style(value)
         x = self.stem(stack)
         skips = [x]
@@ -107,7 +116,7 @@ class Generator(nn.Module):
             x = up(x, skips.pop(), style)
         colour = torch.tanh(self.colour(x))
         mask = torch.sigmoid(self.mask(x))
-        current = stack[:, 3 * (N_CONTEXT // 2): 3 * (N_CONTEXT // 2) + 3]
+        current = stack[:, self.base_slice]
         return mask * current + (1.0 - mask) * colour, colour, mask
 
 

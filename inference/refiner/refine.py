@@ -11,7 +11,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from . import background, crops, frames, train, video_out
+from . import background, crops, frames, pairs, train, video_out
 
 READ_SMOOTH_S = 0.2
 BATCH = 8
@@ -34,7 +34,8 @@ def refine_crops(nets: train.Nets, render_crops: np.ndarray, fps: float, device:
     reads = []
     for s in range(0, T, BATCH):
         idx = np.arange(s, min(T, s + BATCH))
-        reads.append(nets.read(train.stack_inputs(render_crops, idx).to(device)).cpu())
+        stack = train.stack_inputs(render_crops, idx, textured=nets.cfg.textured)
+        reads.append(nets.read(stack.to(device)).cpu())
     values = torch.cat(reads).numpy()
     if T > 1:
         values = gaussian_filter1d(values, max(READ_SMOOTH_S * fps, 1e-3), axis=0, mode="nearest")
@@ -44,7 +45,8 @@ def refine_crops(nets: train.Nets, render_crops: np.ndarray, fps: float, device:
         if cancelled is not None and cancelled():
             raise RefineCancelled()
         idx = np.arange(s, min(T, s + BATCH))
-        refined, _mask = nets.refine(train.stack_inputs(render_crops, idx).to(device), values[idx].to(device))
+        stack = train.stack_inputs(render_crops, idx, textured=nets.cfg.textured)
+        refined, _mask = nets.refine(stack.to(device), values[idx].to(device))
         out[idx] = np.moveaxis(((refined.float().cpu().numpy() + 1) / 2).clip(0, 1), 1, -1)
         if progress is not None:
             progress(min(1.0, (s + BATCH) / T))
@@ -77,6 +79,11 @@ def refine_take(refiner_path: str, renders_folder: str, out_path: str, audio: st
     boxes = frames.head_boxes(renders)
     size = nets.cfg.size
     rc = frames.render_crops(renders, boxes, size, progress=lambda f: say(0.1 * f, "cropping the renders"))
+    if nets.cfg.textured:
+        if not renders.has_geometry:
+            raise frames.FramesError("these renders do not carry the head's geometry the refiner's texture needs; "
+                                     "render the take again with this version of Cadence")
+        pairs.add_textured(renders, boxes, rc, nets.texture)
     refined = refine_crops(nets, rc, renders.fps, device, progress=lambda f: say(0.1 + 0.5 * f, "refining"),
                            cancelled=cancelled)
     matched = background.match(renders.head_pose, clip_pose, renders.fps, clip_fps)

@@ -53,12 +53,23 @@ def to_tensor(x: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(np.moveaxis(np.asarray(x, dtype=np.float32), -1, -3))) * 2 - 1
 
 
-def stack_inputs(render_crops: np.ndarray, idx: np.ndarray) -> torch.Tensor:
-    """(B, 10, S, S): the renders at t-1, t, t+1 (clamped at the ends) and the head mask at t, in [-1, 1]."""
+def stack_inputs(render_crops: np.ndarray, idx: np.ndarray, clip_of: np.ndarray | None = None,
+                 textured: bool = True) -> torch.Tensor:
+    """(B, C, S, S): the renders at t-1, t, t+1, the textured render at t (``textured``) and the head mask at
+    t, in [-1, 1], from (T, S, S, 8) crops (``frames.render_crops``). Neighbours are clamped at the ends of the
+    array or, given ``clip_of`` (a clip number per frame), of each frame's own clip."""
     T = len(render_crops)
     half = N_CONTEXT // 2
-    parts = [to_tensor(render_crops[np.clip(idx + d, 0, T - 1), ..., :3]) for d in range(-half, half + 1)]
-    parts.append(to_tensor(render_crops[idx, ..., 3:]))
+    idx = np.asarray(idx)
+    if clip_of is None:
+        lo, hi = np.zeros_like(idx), np.full_like(idx, T - 1)
+    else:
+        starts = np.searchsorted(clip_of, clip_of[idx], side="left")
+        lo, hi = starts, np.searchsorted(clip_of, clip_of[idx], side="right") - 1
+    parts = [to_tensor(render_crops[np.clip(idx + d, lo, hi), ..., :3]) for d in range(-half, half + 1)]
+    if textured:
+        parts.append(to_tensor(render_crops[idx, ..., 4:7]))
+    parts.append(to_tensor(render_crops[idx, ..., 3:4]))
     return torch.cat(parts, 1)
 
 
@@ -69,6 +80,7 @@ class Nets:
     keys: networks.KeyEncoder
     disc: networks.PatchDiscriminator
     memory: Memory
+    texture: np.ndarray | None = None  # (F, 3) the person's colour per head triangle (texture.py)
 
     @classmethod
     def new(cls, cfg: RefinerConfig, seed: int = 0) -> Nets:
@@ -104,13 +116,13 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def validate(nets: Nets, render_crops: np.ndarray, real_crops: np.ndarray, idx: np.ndarray, device: str,
-             batch: int = 8) -> float:
+             batch: int = 8, clip_of: np.ndarray | None = None) -> float:
     nets.generator.eval()
     nets.keys.eval()
     total, n = 0.0, 0
     for s in range(0, len(idx), batch):
         b = idx[s: s + batch]
-        refined, _ = nets.refine(stack_inputs(render_crops, b).to(device))
+        refined, _ = nets.refine(stack_inputs(render_crops, b, clip_of, nets.cfg.textured).to(device))
         real = to_tensor(real_crops[b]).to(device)
         total += float(((refined.float() - real) / 2).pow(2).mean()) * len(b)
         n += len(b)
@@ -130,11 +142,20 @@ def split(n_frames: int) -> tuple[np.ndarray, np.ndarray]:
 def train(nets: Nets, render_crops: np.ndarray, real_crops: np.ndarray, *, max_minutes: float = 10.0,
           max_iters: int | None = None, batch: int = 4, device: str = "cpu", seed: int = 0,
           progress: Callable[[float, str], None] | None = None, cancelled: Callable[[], bool] | None = None,
-          eval_every_s: float = 30.0) -> dict:
-    """Train ``nets`` in place until ``max_minutes`` or ``max_iters``; returns the history."""
+          eval_every_s: float = 30.0, held_out: np.ndarray | None = None, clip_of: np.ndarray | None = None) -> dict:
+    """Train ``nets`` in place until ``max_minutes`` or ``max_iters``; returns the history.
+
+    ``held_out``: the validation frames (default: the last VAL_FRACTION); ``clip_of``: a non-decreasing clip
+    number per frame when the crops of several clips are concatenated."""
     if render_crops.shape[:3] != real_crops.shape[:3]:
         raise RefinerError("the renders and the real frames do not pair up (different counts or sizes)")
-    tr, val = split(len(render_crops))
+    if held_out is None:
+        tr, val = split(len(render_crops))
+    else:
+        val = np.asarray(held_out, dtype=np.int64)
+        tr = np.setdiff1d(np.arange(len(render_crops)), val)
+        if len(tr) < MIN_FRAMES or not len(val):
+            raise RefinerError(f"the refiner needs at least {MIN_FRAMES} training frames and one held-out frame")
     nets.to(device)
     opt_g = torch.optim.Adam(list(nets.generator.parameters()) + list(nets.keys.parameters()), LR, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(nets.disc.parameters(), LR, betas=(0.5, 0.999))
@@ -146,7 +167,7 @@ def train(nets: Nets, render_crops: np.ndarray, real_crops: np.ndarray, *, max_m
     t0 = last_eval = time.monotonic()
     budget = max_minutes * 60.0
     it = 0
-    hist["val_psnr"].append(validate(nets, render_crops, real_crops, val, device))
+    hist["val_psnr"].append(validate(nets, render_crops, real_crops, val, device, clip_of=clip_of))
     hist["val_iter"].append(0)
     while True:
         elapsed = time.monotonic() - t0
@@ -155,7 +176,7 @@ def train(nets: Nets, render_crops: np.ndarray, real_crops: np.ndarray, *, max_m
         if cancelled is not None and cancelled():
             raise TrainCancelled()
         b = rng.choice(tr, size=min(batch, len(tr)), replace=len(tr) < batch)
-        x = stack_inputs(render_crops, b).to(device)
+        x = stack_inputs(render_crops, b, clip_of, nets.cfg.textured).to(device)
         y = to_tensor(real_crops[b]).to(device)
         true_value = networks.appearance_value(y, nets.cfg.thumb).float()
         with amp:
@@ -186,14 +207,14 @@ def train(nets: Nets, render_crops: np.ndarray, real_crops: np.ndarray, *, max_m
         now = time.monotonic()
         if now - last_eval >= eval_every_s:
             last_eval = now
-            hist["val_psnr"].append(validate(nets, render_crops, real_crops, val, device))
+            hist["val_psnr"].append(validate(nets, render_crops, real_crops, val, device, clip_of=clip_of))
             hist["val_iter"].append(it)
         if progress is not None and (it % 5 == 0 or it == 1):
             frac = it / max_iters if max_iters else 0.0
             frac = max(frac, (now - t0) / budget if budget > 0 else 0.0)
             progress(min(frac, 1.0), f"iteration {it}, L1 {float(l1.detach()):.3f}, validation PSNR "
                                      f"{hist['val_psnr'][-1]:.1f} dB")
-    hist["val_psnr"].append(validate(nets, render_crops, real_crops, val, device))
+    hist["val_psnr"].append(validate(nets, render_crops, real_crops, val, device, clip_of=clip_of))
     hist["val_iter"].append(it)
     hist["iterations"], hist["seconds"] = it, time.monotonic() - t0
     return hist
@@ -208,6 +229,7 @@ def save(nets: Nets, path: str, head_hash: str, clip: dict, history: dict) -> st
              "key_encoder": {k: v.cpu() for k, v in nets.keys.state_dict().items()},
              "discriminator": {k: v.cpu() for k, v in nets.disc.state_dict().items()},
              "memory": nets.memory.state(), "head_hash": str(head_hash), "clip": clip,
+             "texture": None if nets.texture is None else torch.from_numpy(np.asarray(nets.texture, np.float32)),
              "history": {k: v for k, v in history.items() if not isinstance(v, list) or len(v) < 100000}}
     tmp = path + ".partial"
     torch.save(state, tmp)
@@ -233,7 +255,8 @@ def load(path: str, head_hash: str | None = None) -> tuple[Nets, dict]:
         raise RefinerError("this refiner was trained for another head; train a refiner for this head")
     try:
         cfg_d = dict(state["config"])
-        cfg = RefinerConfig(**{f.name: int(cfg_d[f.name]) for f in dataclasses.fields(RefinerConfig)}).check()
+        cfg = RefinerConfig(**{f.name: int(cfg_d.get(f.name, 0 if f.name == "textured" else None))
+                               for f in dataclasses.fields(RefinerConfig)}).check()
         if cfg.size > MAX_SIZE or max(cfg.base, cfg.disc_base, cfg.key_dim) > MAX_WIDTH or cfg.depth > 8 \
                 or cfg.memory_size > 65536 or cfg.thumb > 64:
             raise ValueError("implausible network sizes")
@@ -244,6 +267,13 @@ def load(path: str, head_hash: str | None = None) -> tuple[Nets, dict]:
         nets.memory = Memory.from_state(state["memory"])
         if nets.memory.keys.shape != (cfg.memory_size, cfg.key_dim) or nets.memory.values.shape[1] != cfg.value_dim:
             raise ValueError("memory does not match the config")
+        tex = state.get("texture")
+        if tex is not None:
+            nets.texture = tex.float().numpy()
+            if nets.texture.ndim != 2 or nets.texture.shape[1] != 3 or not np.isfinite(nets.texture).all():
+                raise ValueError("the texture is not a colour per triangle")
+        elif cfg.textured:
+            raise ValueError("a textured refiner without its texture")
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise RefinerError(f"{os.path.basename(path)} is a damaged refiner file ({exc})") from None
     return nets, state

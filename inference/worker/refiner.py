@@ -43,7 +43,7 @@ def _number(params: dict, key: str, default: float, lo: float, kind=float):
 
 @register_job("train_refiner")
 def train_refiner_job(params: dict, ctx: JobContext) -> dict:
-    from ..refiner import frames, pairs, train
+    from ..refiner import frames, pairs, texture, train
     from ..refiner.networks import RefinerConfig
 
     for key in ("renders_dir", "video", "refiner_out"):
@@ -69,8 +69,25 @@ def train_refiner_job(params: dict, ctx: JobContext) -> dict:
             raise JobError(f"train_refiner: {exc}") from exc
         nets = train.Nets.new(cfg, seed=int(params.get("seed", 0) or 0))
     try:
+        renders = frames.load_renders(params["renders_dir"])
+        warnings = []
+        if nets.cfg.textured and not renders.has_geometry:
+            if params.get("init_refiner"):
+                raise JobError("these renders do not carry the head's geometry the refiner's texture needs; "
+                               "render the tracked take again")
+            nets = train.Nets.new(dataclasses.replace(nets.cfg, textured=0), seed=int(params.get("seed", 0) or 0))
+            warnings.append("the renders carry no head geometry: trained without the person's texture")
+        projector = texture.Projector(renders.geometry()[1]) if nets.cfg.textured else None
+        tr, _val = train.split(len(renders))
         data = pairs.training_pairs(params["renders_dir"], params["video"], offset, nets.cfg.size,
-                                    progress=lambda f, m: ctx.progress(0.15 * f, m))
+                                    progress=lambda f, m: ctx.progress(0.12 * f, m), projector=projector,
+                                    project_frames=tr)
+        if projector is not None:
+            ctx.progress(0.12, "painting the person's texture onto the head")
+            nets.texture, _seen = projector.result()
+            pairs.add_textured(data.renders, data.boxes, data.render_crops, nets.texture)
+    except train.RefinerError as exc:
+        raise JobError(str(exc)) from exc
     except frames.FramesError as exc:
         raise JobError(str(exc)) from exc
     head_hash = str(params.get("head_hash") or data.renders.head_hash)
@@ -89,7 +106,7 @@ def train_refiner_job(params: dict, ctx: JobContext) -> dict:
     return {"refiner_file": out, "val_psnr": hist["val_psnr"][-1], "val_psnr_start": hist["val_psnr"][0],
             "iterations": hist["iterations"], "seconds": round(hist["seconds"], 2), "device": device,
             "n_train": hist["n_train"], "n_val": hist["n_val"], "loss_l1_first": hist["loss_l1"][:10],
-            "loss_l1_last": hist["loss_l1"][-10:]}
+            "loss_l1_last": hist["loss_l1"][-10:], "textured": bool(nets.cfg.textured), "warnings": warnings}
 
 
 @register_job("refine_video")

@@ -19,6 +19,7 @@ import time
 from collections.abc import Generator
 
 import bpy
+import numpy as np
 from mathutils import Matrix
 
 from ..keys.takes import TakeError, solo_take
@@ -28,6 +29,7 @@ from ..worker.job import JobFailed, ModalJobOperator, WorkerJob
 
 RENDER_SAMPLES = 8
 MANIFEST = "manifest.json"
+VERTICES, FACES = "vertices.npy", "faces.npy"  # the head's camera-space vertices per frame, its triangles
 WORLD_GREY = 0.35
 SUN_STRENGTH = 2.5
 
@@ -140,7 +142,7 @@ def render_steps(context: bpy.types.Context, rig: bpy.types.Object, out_dir: str
     key = mesh.data.shape_keys
     os.makedirs(out_dir, exist_ok=True)
     bone = head_bone(rig)
-    files, poses, frames = [], [], list(range(first, last + 1))
+    files, poses, frames, verts = [], [], list(range(first, last + 1)), []
     solo = solo_take(rig, key, take) if take else contextlib.nullcontext()
     t0 = time.monotonic()
     try:
@@ -156,17 +158,42 @@ def render_steps(context: bpy.types.Context, rig: bpy.types.Object, out_dir: str
                 pose = cam_eval.matrix_world.inverted() @ rig_eval.matrix_world @ rig_eval.pose.bones[bone].matrix
                 files.append(name)
                 poses.append([v for row in pose for v in row])
+                verts.append(_camera_space_vertices(mesh, depsgraph, cam_eval))
                 left = (time.monotonic() - t0) / (i + 1) * (len(frames) - i - 1)
                 yield (i + 1) / len(frames), f"rendering frame {frame} ({i + 1}/{len(frames)}, ~{left:.0f} s left)"
     except TakeError as exc:
         raise RenderError(str(exc)) from exc
+    np.save(os.path.join(out_dir, VERTICES), np.stack(verts))
+    np.save(os.path.join(out_dir, FACES), _triangles(mesh))
     manifest = {"kind": "cadence-renders", "version": 1, "width": clip["camera"]["width"],
+                "focal_px": clip["camera"]["focal_px"], "vertices": VERTICES, "faces": FACES,
                 "height": clip["camera"]["height"], "fps": context.scene.render.fps / context.scene.render.fps_base,
                 "frames": frames, "files": files, "head_pose": poses, "take": take or "",
                 "head_hash": str(rig["cadence"].get("model_hash", "")), "samples": int(samples)}
     with open(os.path.join(out_dir, MANIFEST), "w", encoding="utf-8") as fh:
         json.dump(manifest, fh)
     return {"renders_dir": out_dir, "n_frames": len(frames)}
+
+
+def _camera_space_vertices(mesh: bpy.types.Object, depsgraph, cam_eval) -> np.ndarray:
+    """(V, 3) float32: the evaluated head mesh (bones, shape keys) in the camera's space (for the texture)."""
+    obj = mesh.evaluated_get(depsgraph)
+    data = obj.to_mesh()
+    try:
+        co = np.empty(len(data.vertices) * 3, dtype=np.float32)
+        data.vertices.foreach_get("co", co)
+    finally:
+        obj.to_mesh_clear()
+    m = np.array(cam_eval.matrix_world.inverted() @ obj.matrix_world)
+    return (co.reshape(-1, 3) @ m[:3, :3].T + m[:3, 3]).astype(np.float32)
+
+
+def _triangles(mesh: bpy.types.Object) -> np.ndarray:
+    data = mesh.data
+    data.calc_loop_triangles()
+    tri = np.empty(len(data.loop_triangles) * 3, dtype=np.int32)
+    data.loop_triangles.foreach_get("vertices", tri)
+    return tri.reshape(-1, 3)
 
 
 def cache_folder(kind: str, stem: str) -> str:
