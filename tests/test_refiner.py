@@ -279,3 +279,22 @@ def test_renders_without_geometry_train_without_texture(tmp_path):
     assert res["textured"] is False and "texture" in res["warnings"][0]
     nets, _ = train.load(str(tmp_path / "r.pt"))
     assert nets.cfg.textured == 0 and nets.texture is None
+
+
+def test_general_refiner_from_a_folder_of_clips_and_fine_tuning_from_it(tmp_path):
+    from inference.refiner import general
+
+    for name in ("one", "two"):
+        rs.write_renders(str(tmp_path / "clips" / name / "renders"), 20)
+        rs.write_video(str(tmp_path / "clips" / name / "video.mp4"), 20)
+    (tmp_path / "clips" / "not-a-clip").mkdir()
+    found = general.find_clips(tmp_path / "clips")
+    assert [r.parent.name for r, _v in found] == ["one", "two"]
+    out = str(tmp_path / "general.refiner.pt")
+    assert general.main([str(tmp_path / "clips"), "--out", out, "--minutes", "0.05", "--size", "32"]) == 0
+    res = train_refiner_job({"renders_dir": str(tmp_path / "clips" / "one" / "renders"),
+                             "video": str(tmp_path / "clips" / "one" / "video.mp4"), "init_refiner": out,
+                             "refiner_out": str(tmp_path / "tuned.pt"), "max_iters": 3}, Ctx(tmp_path))
+    tuned, _ = train.load(str(tmp_path / "tuned.pt"))
+    assert res["textured"] and tuned.cfg.size == 32 and float(np.ptp(tuned.texture)) > 0.1  # the person's own
+    assert general.main([str(tmp_path / "clips" / "not-a-clip"), "--out", out]) == 1

@@ -37,6 +37,7 @@ MASK_TV = 1.0
 TRUE_VALUE_P = 0.5
 LR = 2e-4
 MIN_FRAMES = 10
+AUGMENT_SHIFT = 1 / 32  # random shifts of the training pairs, in crop sides (with random mirroring)
 MAX_SIZE, MAX_WIDTH = 1024, 512
 
 
@@ -131,6 +132,14 @@ def validate(nets: Nets, render_crops: np.ndarray, real_crops: np.ndarray, idx: 
     return 10 * math.log10(1.0 / max(total / max(n, 1), 1e-10))
 
 
+def _augment(x: torch.Tensor, y: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    if rng.random() < 0.5:
+        x, y = x.flip(-1), y.flip(-1)
+    r = max(1, int(round(AUGMENT_SHIFT * x.shape[-1])))
+    dy, dx = (int(v) for v in rng.integers(-r, r + 1, 2))
+    return torch.roll(x, (dy, dx), (2, 3)), torch.roll(y, (dy, dx), (2, 3))
+
+
 def split(n_frames: int) -> tuple[np.ndarray, np.ndarray]:
     """Training and held-out frame indices (the last VAL_FRACTION, at least one frame)."""
     if n_frames < MIN_FRAMES:
@@ -142,11 +151,13 @@ def split(n_frames: int) -> tuple[np.ndarray, np.ndarray]:
 def train(nets: Nets, render_crops: np.ndarray, real_crops: np.ndarray, *, max_minutes: float = 10.0,
           max_iters: int | None = None, batch: int = 4, device: str = "cpu", seed: int = 0,
           progress: Callable[[float, str], None] | None = None, cancelled: Callable[[], bool] | None = None,
-          eval_every_s: float = 30.0, held_out: np.ndarray | None = None, clip_of: np.ndarray | None = None) -> dict:
+          eval_every_s: float = 30.0, held_out: np.ndarray | None = None, clip_of: np.ndarray | None = None,
+          augment: bool = True) -> dict:
     """Train ``nets`` in place until ``max_minutes`` or ``max_iters``; returns the history.
 
     ``held_out``: the validation frames (default: the last VAL_FRACTION); ``clip_of``: a non-decreasing clip
-    number per frame when the crops of several clips are concatenated."""
+    number per frame when the crops of several clips are concatenated. ``augment``: mirror and shift each
+    batch's pairs at random (a few hundred frames of one person are easy to memorise)."""
     if render_crops.shape[:3] != real_crops.shape[:3]:
         raise RefinerError("the renders and the real frames do not pair up (different counts or sizes)")
     if held_out is None:
@@ -178,6 +189,8 @@ def train(nets: Nets, render_crops: np.ndarray, real_crops: np.ndarray, *, max_m
         b = rng.choice(tr, size=min(batch, len(tr)), replace=len(tr) < batch)
         x = stack_inputs(render_crops, b, clip_of, nets.cfg.textured).to(device)
         y = to_tensor(real_crops[b]).to(device)
+        if augment:
+            x, y = _augment(x, y, rng)
         true_value = networks.appearance_value(y, nets.cfg.thumb).float()
         with amp:
             q = nets.keys(x[:, 3 * (N_CONTEXT // 2): 3 * (N_CONTEXT // 2) + 3]).float()

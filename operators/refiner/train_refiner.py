@@ -70,7 +70,7 @@ class TrainRefinerJob(WorkerJob):
         rig["cadence"]["refiner"] = {"file": str(data["refiner_file"]), "val_psnr": float(data["val_psnr"]),
                                      "val_psnr_start": float(data["val_psnr_start"]),
                                      "iterations": int(data["iterations"]), "device": str(data.get("device", ""))}
-        return dict(data, warnings=[])
+        return dict(data, warnings=list(data.get("warnings", [])))
 
 
 class CADENCE_OT_train_refiner(ModalJobOperator, bpy.types.Operator):
