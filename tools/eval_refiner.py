@@ -156,7 +156,7 @@ def _run(args, cadence, bpy, videos, out: Path, cache_root: Path) -> int:
             log(f"  {m}")
 
     hist = train.train(nets, rc, real, max_minutes=args.minutes, device=device, seed=args.seed, progress=progress,
-                       held_out=held, clip_of=clip_of, eval_every_s=60.0, augment=not args.no_augment)
+                       held_out=held, clip_of=clip_of, eval_every_s=60.0, augment=args.augment)
     train.save(nets, str(out / "refiner_eval.refiner.pt"), head.content_hash(), data[-1].clip_record(), hist)
     judged = data[-1]
     refined_all = refine.refine_crops(nets, judged.render_crops, judged.renders.fps, device)
@@ -209,5 +209,5 @@ def add_parser(sub) -> None:
     p.add_argument("--cache", default="~/.cache/cadence-eval", help="tracks, renders and the head's calibration")
     p.add_argument("--device", default="", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-augment", action="store_true", help="train without mirroring and shifting the pairs")
+    p.add_argument("--augment", action="store_true", help="mirror and shift the training pairs (not yet measured)")
     p.add_argument("--lens-mm", type=float, default=0.0, help="the camera's focal length when known")

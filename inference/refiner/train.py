@@ -152,7 +152,7 @@ def train(nets: Nets, render_crops: np.ndarray, real_crops: np.ndarray, *, max_m
           max_iters: int | None = None, batch: int = 4, device: str = "cpu", seed: int = 0,
           progress: Callable[[float, str], None] | None = None, cancelled: Callable[[], bool] | None = None,
           eval_every_s: float = 30.0, held_out: np.ndarray | None = None, clip_of: np.ndarray | None = None,
-          augment: bool = True) -> dict:
+          augment: bool = False) -> dict:
     """Train ``nets`` in place until ``max_minutes`` or ``max_iters``; returns the history.
 
     ``held_out``: the validation frames (default: the last VAL_FRACTION); ``clip_of``: a non-decreasing clip
