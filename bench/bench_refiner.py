@@ -26,8 +26,8 @@ from inference.refiner.networks import RefinerConfig  # noqa: E402
 
 def crops(n: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
-    rc = rng.random((n, size, size, 4)).astype(np.float16)
-    rc[..., 3] = rc[..., 3] > 0.3
+    rc = rng.random((n, size, size, 8)).astype(np.float16)  # render RGBA, textured render RGBA
+    rc[..., 3] = rc[..., 7] = rc[..., 3] > 0.3
     return rc, rng.random((n, size, size, 3)).astype(np.float16)
 
 
