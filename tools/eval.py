@@ -1,5 +1,6 @@
 """Quality a user can check on their own footage: ``./cadence eval persona CLIP... [--holdout F | --leave-one-out]``
-and ``./cadence eval refiner CLIP...`` (``tools/eval_refiner.py``).
+``./cadence eval refiner CLIP...`` (``tools/eval_refiner.py``) and ``./cadence eval refiner-truth``
+(``tools/eval_refiner_truth.py``).
 
 persona: tracks each clip onto the default head (its landmark calibration the first time, a few
 minutes; tracked clips are cached), then either leaves one clip out at a time (several clips, the
@@ -119,12 +120,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=100, help="persona network training passes")
     p.add_argument("--lens-mm", type=float, default=0.0, help="the camera's focal length when known")
-    from tools import eval_refiner
+    from tools import eval_refiner, eval_refiner_truth
 
     eval_refiner.add_parser(sub)
+    eval_refiner_truth.add_parser(sub)
     args = ap.parse_args(argv)
     if args.what == "refiner":
         return eval_refiner.eval_refiner(args)
+    if args.what == "refiner-truth":
+        return eval_refiner_truth.eval_truth(args)
     if args.holdout and not 0.05 <= args.holdout <= 0.5:
         ap.error("--holdout must be between 0.05 and 0.5")
     return eval_persona(args)

@@ -61,20 +61,25 @@ def _render_cached(cadence, rig, context, video: Path, track: dict, cache: Path,
     channels = cadence.inference.protocol.Channels.load(track["channels_file"])  # the extension's own class
     ops.keys.keyframes.write_take(rig, channels, frame_start=1, take_name=take, mode="NEW")
     rig["cadence"]["last_track"] = {"video": str(video), "camera": track["camera"], "take": take, "frame_start": 1}
-    n = track["n_frames"]
+    render_take(ops, context, rig, str(folder), 1, track["n_frames"], take, samples, video.name, log)
+    return str(folder)
+
+
+def render_take(ops, context, rig, folder: str, first: int, last: int, take: str, samples: int, label: str,
+                log=print) -> None:
+    """Eevee renders of ``take`` (frames first..last) through the rig's last tracked camera into ``folder``."""
     t0 = time.perf_counter()
-    steps = ops.refiner.render.render_steps(context, rig, str(folder), 1, n, take=take, samples=samples)
-    last = 0.0
+    steps = ops.refiner.render.render_steps(context, rig, folder, first, last, take=take, samples=samples)
+    shown = 0.0
     try:
         while True:
             frac, msg = next(steps)
-            if time.perf_counter() - last > 30:
-                last = time.perf_counter()
-                log(f"  {video.name}: {msg}")
+            if time.perf_counter() - shown > 30:
+                shown = time.perf_counter()
+                log(f"  {label}: {msg}")
     except StopIteration:
         pass
-    log(f"rendered {video.name}: {n} frames ({time.perf_counter() - t0:.0f} s)")
-    return str(folder)
+    log(f"rendered {label}: {last - first + 1} frames with Eevee ({time.perf_counter() - t0:.0f} s)")
 
 
 def eval_refiner(args) -> int:
@@ -98,12 +103,8 @@ def eval_refiner(args) -> int:
 
 
 def _run(args, cadence, bpy, videos, out: Path, cache_root: Path) -> int:
-    import torch
-
     from inference.heads.head_model import HeadModel
-    from inference.refiner import evaluate as ev
-    from inference.refiner import frames, pairs, refine, texture, train
-    from inference.refiner.networks import RefinerConfig
+    from inference.refiner import train
 
     log = print
     cadence.operators.prefs.get_preferences().cache_dir = str(cache_root)
@@ -123,6 +124,19 @@ def _run(args, cadence, bpy, videos, out: Path, cache_root: Path) -> int:
         tracks.append(track)
     n_last = tracks[-1]["n_frames"]
     cut_local = n_last // 2 if len(videos) > 1 else int(round(n_last * (1 - train.VAL_FRACTION)))
+    return judge(args, videos, folders, tracks[-1]["landmarks"], cut_local, head.content_hash(), out, log)
+
+
+def judge(args, videos: list[Path], folders: list[str], landmarks, cut_local: int, head_hash: str, out: Path,
+          log=print, notes: list[str] | None = None, name: str = "refiner") -> int:
+    """Train on every clip but the last and the last's first ``cut_local`` frames, judge the rest of the last
+    (``landmarks``: its (T, 478, 2+) MediaPipe landmarks in frame pixels, for the mouth); print and write the table."""
+    import torch
+
+    from inference.refiner import evaluate as ev
+    from inference.refiner import frames, pairs, refine, texture, train
+    from inference.refiner.networks import RefinerConfig
+
     projector = None
     data = []
     for i, (v, folder) in enumerate(zip(videos, folders)):
@@ -157,22 +171,23 @@ def _run(args, cadence, bpy, videos, out: Path, cache_root: Path) -> int:
 
     hist = train.train(nets, rc, real, max_minutes=args.minutes, device=device, seed=args.seed, progress=progress,
                        held_out=held, clip_of=clip_of, eval_every_s=60.0, augment=args.augment)
-    train.save(nets, str(out / "refiner_eval.refiner.pt"), head.content_hash(), data[-1].clip_record(), hist)
+    train.save(nets, str(out / f"{name}_eval.refiner.pt"), head_hash, data[-1].clip_record(), hist)
     judged = data[-1]
     refined_all = refine.refine_crops(nets, judged.render_crops, judged.renders.fps, device)
     local = held - start
-    mouths = ev.mouth_boxes(tracks[-1]["landmarks"][local], judged.boxes[local], args.size)
+    mouths = ev.mouth_boxes(np.asarray(landmarks)[local], judged.boxes[local], args.size)
     images = ev.composites(judged.render_crops[local], judged.real_crops[local], refined_all[local])
     results = {videos[-1].stem: ev.scores(judged.real_crops[local], images, mouths)}
     notes = [f"{hist['iterations']} iterations in {hist['seconds'] / 60:.1f} min on {device} "
              f"({hist['iterations'] / max(hist['seconds'], 1e-9):.2f} it/s), held-out PSNR during training "
              f"{hist['val_psnr'][0]:.2f} -> {hist['val_psnr'][-1]:.2f} dB",
-             f"texture: {100 * (seen > 0).mean():.0f} % of the head's triangles seen in the training frames"]
+             f"texture: {100 * (seen > 0).mean():.0f} % of the head's triangles seen in the training frames",
+             *(notes or [])]
     text = ev.format_table(results, notes)
     print(text)
-    (out / "refiner_table.txt").write_text(text + "\n")
-    ev.side_by_side(judged.real_crops[local].astype(np.float32), images, str(out / "refiner_side_by_side.png"))
-    _plot_training(hist, str(out / "refiner_training.png"))
+    (out / f"{name}_table.txt").write_text(text + "\n")
+    ev.side_by_side(judged.real_crops[local].astype(np.float32), images, str(out / f"{name}_side_by_side.png"))
+    _plot_training(hist, str(out / f"{name}_training.png"))
     print(f"table and pictures in {out}")
     return 0
 
