@@ -1,6 +1,6 @@
 """Quality a user can check on their own footage: ``./cadence eval persona CLIP... [--holdout F | --leave-one-out]``
-``./cadence eval refiner CLIP...`` (``tools/eval_refiner.py``) and ``./cadence eval refiner-truth``
-(``tools/eval_refiner_truth.py``).
+``./cadence eval refiner CLIP...`` (``tools/eval_refiner.py``), ``./cadence eval refiner-truth``
+(``tools/eval_refiner_truth.py``) and ``./cadence eval head`` (``tools/eval_head.py``).
 
 persona: tracks each clip onto the default head (its landmark calibration the first time, a few
 minutes; tracked clips are cached), then either leaves one clip out at a time (several clips, the
@@ -120,11 +120,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=100, help="persona network training passes")
     p.add_argument("--lens-mm", type=float, default=0.0, help="the camera's focal length when known")
-    from tools import eval_refiner, eval_refiner_truth
+    from tools import eval_head, eval_refiner, eval_refiner_truth
 
     eval_refiner.add_parser(sub)
     eval_refiner_truth.add_parser(sub)
+    eval_head.add_parser(sub)
     args = ap.parse_args(argv)
+    if args.what == "head":
+        return eval_head.eval_head(args)
     if args.what == "refiner":
         return eval_refiner.eval_refiner(args)
     if args.what == "refiner-truth":
