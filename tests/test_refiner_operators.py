@@ -51,6 +51,20 @@ def _state(bpy, rig) -> dict:
             "nla": (rig.animation_data.use_nla, key.animation_data.use_nla), "filepath": scene.render.filepath}
 
 
+def _assert_renders_follow_the_take(frames) -> None:
+    """Each render shows its own frame: the head's silhouette is where its recorded geometry projects."""
+    from inference.refiner.texture import project_points
+
+    verts, _faces = frames.geometry()
+    for i in range(len(frames)):
+        ys, xs = np.nonzero(frames.rgba(i)[..., 3] > 0.5)
+        p = project_points(np.asarray(verts[i], np.float64), frames.focal_px, frames.width, frames.height)
+        inside = p[(p[:, 0] >= 0) & (p[:, 0] < SIZE) & (p[:, 1] >= 0) & (p[:, 1] < SIZE)]
+        assert abs(xs.min() - inside[:, 0].min()) < 2.5 and abs(xs.max() - inside[:, 0].max()) < 2.5, f"frame {i}"
+    moved = np.abs(frames.rgba(0)[..., 3] - frames.rgba(len(frames) // 3)[..., 3]).mean()
+    assert moved > 0.003, "the renders do not move with the take"
+
+
 @pytest.fixture
 def staged(cadence, clean_scene, cache_folder, tmp_path):
     """A rig with a recorded tracking run (its take, camera and "video") and a newer take with sound."""
@@ -74,6 +88,7 @@ def staged(cadence, clean_scene, cache_folder, tmp_path):
         renders = tmp_path / "clip-renders"
         assert bpy.ops.cadence.render_frames(directory=str(renders), samples=1) == {"FINISHED"}
         frames = load_renders(str(renders))
+        _assert_renders_follow_the_take(frames)
         yy, xx = np.mgrid[0:SIZE, 0:SIZE] / SIZE
         bg = np.dstack([0.3 + 0.4 * xx, 0.4 + 0.1 * np.sin(9 * yy), 0.5 - 0.3 * yy]).astype(np.float32)
 

@@ -152,7 +152,10 @@ def render_steps(context: bpy.types.Context, rig: bpy.types.Object, out_dir: str
                 scene.frame_set(frame)
                 name = f"render_{i + 1:05d}.png"
                 scene.render.filepath = os.path.join(out_dir, name)
-                bpy.ops.render.render(write_still=True, scene=scene.name)
+                # As the context's scene: rendering another scene (render(scene=...)) in background mode
+                # renders its first evaluated frame over and over, whatever frame_set says.
+                with context.temp_override(scene=scene, view_layer=scene.view_layers[0]):
+                    bpy.ops.render.render(write_still=True)
                 rig_eval = rig.evaluated_get(depsgraph)
                 cam_eval = cam.evaluated_get(depsgraph)
                 pose = cam_eval.matrix_world.inverted() @ rig_eval.matrix_world @ rig_eval.pose.bones[bone].matrix
