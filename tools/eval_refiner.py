@@ -51,7 +51,7 @@ def _render_cached(cadence, rig, context, video: Path, track: dict, cache: Path,
     from inference.refiner.frames import MANIFEST
 
     ops = cadence.operators
-    folder = cache / f"{track['key']}_renders_s{samples}"
+    folder = cache / f"{track['key']}_renders_v2_s{samples}"  # v2: renders that follow the take
     if (folder / MANIFEST).is_file():
         return str(folder)
     scene = context.scene

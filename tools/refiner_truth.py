@@ -24,7 +24,7 @@ from mathutils import Matrix, Vector
 WIDTH, HEIGHT, FOCAL_PX = 384, 288, 800.0
 CAMERA_POSITION = (0.03, -0.02, 0.9)  # model space (FLAME axes), metres: the head ~140 px wide
 CYCLES_SAMPLES = 8
-VERSION = "truth-v1"  # bump when the look changes (the cache is keyed by it)
+VERSION = "truth-v2"  # bump when the look changes (the cache is keyed by it)
 
 
 def camera() -> dict:
