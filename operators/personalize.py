@@ -9,12 +9,11 @@ Cadence's cache while the .blend is unsaved) and recorded in rig["cadence"]["per
 from __future__ import annotations
 
 import os
-import re
 
 import bpy
 
 from .keys.keyframes import scene_fps
-from .paths import user_path
+from .paths import learned_file_path, user_path
 from .prefs import face_landmarker
 from .rig import build as rig_mod
 from .rig import head_cache
@@ -49,16 +48,7 @@ def reusable_track(rig: bpy.types.Object, video: str) -> dict | None:
 
 def persona_path(video: str, rig: bpy.types.Object) -> str:
     """Where a persona for ``video`` is stored: next to the saved .blend, else in Cadence's cache."""
-    from .prefs import cache_dir
-
-    stem = re.sub(r"[^\w.-]+", "_", os.path.splitext(os.path.basename(video))[0]) or "persona"
-    if bpy.data.filepath:
-        folder = os.path.dirname(bpy.path.abspath(bpy.data.filepath))
-        blend = os.path.splitext(os.path.basename(bpy.data.filepath))[0]
-        return os.path.join(folder, f"{blend}_{stem}{PERSONA_SUFFIX}")
-    folder = os.path.join(cache_dir(), "personas")
-    os.makedirs(folder, exist_ok=True)
-    return os.path.join(folder, f"{stem}-{str(rig['cadence'].get('model_hash', ''))[:8]}{PERSONA_SUFFIX}")
+    return learned_file_path(rig, video, PERSONA_SUFFIX, "personas", tag_beside_blend=False)
 
 
 class PersonalizeJob(WorkerJob):

@@ -9,10 +9,10 @@ else in the scene changes.
 from __future__ import annotations
 
 import os
-import re
 
 import bpy
 
+from ..paths import learned_file_path
 from ..rig import build as rig_mod
 from ..worker.job import ModalJobOperator, WorkerJob
 from . import render
@@ -21,17 +21,7 @@ REFINER_SUFFIX = ".refiner.pt"
 
 
 def refiner_path(rig: bpy.types.Object, video: str) -> str:
-    from ..prefs import cache_dir
-
-    stem = re.sub(r"[^\w.-]+", "_", os.path.splitext(os.path.basename(video))[0]) or "refiner"
-    tag = str(rig["cadence"].get("model_hash", ""))[:8]
-    if bpy.data.filepath:
-        folder = os.path.dirname(bpy.path.abspath(bpy.data.filepath))
-        blend = os.path.splitext(os.path.basename(bpy.data.filepath))[0]
-        return os.path.join(folder, f"{blend}_{stem}-{tag}{REFINER_SUFFIX}")
-    folder = os.path.join(cache_dir(), "refiners")
-    os.makedirs(folder, exist_ok=True)
-    return os.path.join(folder, f"{stem}-{tag}{REFINER_SUFFIX}")
+    return learned_file_path(rig, video, REFINER_SUFFIX, "refiners", tag_beside_blend=True)
 
 
 class TrainRefinerJob(WorkerJob):
