@@ -13,7 +13,8 @@ import os
 import bpy
 
 from .keys.keyframes import scene_fps
-from .paths import learned_file_path, user_path
+from .learned_files import learned_file_path
+from .paths import user_path
 from .prefs import face_landmarker
 from .rig import build as rig_mod
 from .rig import head_cache

@@ -12,7 +12,7 @@ import os
 
 import bpy
 
-from ..paths import learned_file_path
+from ..learned_files import learned_file_path
 from ..rig import build as rig_mod
 from ..worker.job import ModalJobOperator, WorkerJob
 from . import render
