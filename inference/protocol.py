@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -256,3 +257,11 @@ def load_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
             return {k: z[k] for k in z.files}
     except (OSError, ValueError) as exc:
         raise ProtocolError(f"cannot read the worker's array file {os.fspath(path)!r}: {exc}") from exc
+
+
+def name_key(name: str) -> str:
+    """The tolerant form of a blendshape name (both worlds match ARKit names with it): lower case, no
+    separators, L / R spelled left / right, so ``mouthSmile_L`` = ``mouthSmileLeft``."""
+    words = re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+", re.sub(r"[^A-Za-z0-9]+", " ", str(name)))
+    side = {"l": "left", "r": "right"}
+    return "".join(side.get(w.lower(), w.lower()) for w in words)

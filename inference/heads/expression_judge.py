@@ -11,9 +11,10 @@ sides the same way on an unmirrored image (checked on these renders: a left blin
 from __future__ import annotations
 
 import dataclasses
-import re
 
 import numpy as np
+
+from ..protocol import name_key as _key
 
 NEUTRAL_MAX = 0.25  # every score of the neutral head at most this
 OWN_MIN = 0.5  # a component's own score at least this ...
@@ -21,12 +22,6 @@ PASS_SHARE = 0.8  # ... and the highest of its family, for this share of the com
 
 # Families of related scores: a component competes with the scores of its own part of the face.
 FAMILIES = (("brow",), ("eyeBlink", "eyeSquint", "eyeWide"), ("cheek", "noseSneer"), ("mouth", "jaw"))
-
-
-def _key(name: str) -> str:
-    words = re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+", re.sub(r"[^A-Za-z0-9]+", " ", str(name)))
-    side = {"l": "left", "r": "right"}
-    return "".join(side.get(w.lower(), w.lower()) for w in words)
 
 
 def counterparts(component: str, score_names: tuple[str, ...]) -> list[int]:

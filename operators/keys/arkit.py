@@ -17,6 +17,7 @@ from collections import Counter
 import bpy
 import numpy as np
 
+from ...inference.protocol import name_key
 from ..rig.build import rig_mesh, rig_model_info
 from ..rig.rotations import euler_xyz_to_axis_angle
 from .fcurves import anim_data, assign_action, ensure_fcurve, new_action, push_to_nla, write_keys
@@ -42,12 +43,6 @@ _JOINTS = {"head": 0, "jaw": 2, "eye_L": 3, "eye_R": 4}
 class ArkitError(ValueError):
     """A CSV or a target Cadence cannot use, with a message for the user."""
 
-
-def name_key(name: str) -> str:
-    """The tolerant form of a blendshape name: lower case, no separators, L / R spelled left / right."""
-    words = re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+", re.sub(r"[^A-Za-z0-9]+", " ", str(name)))
-    side = {"l": "left", "r": "right"}
-    return "".join(side.get(w.lower(), w.lower()) for w in words)
 
 
 def match_names(names) -> dict[str, str]:
