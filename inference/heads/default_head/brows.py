@@ -13,17 +13,29 @@ import numpy as np
 from . import anatomy as A
 
 # The brow's centre line, from the inner end (f = 0) to the tail (f = 1), and its upper / lower edges.
-BROW_UP, BROW_DOWN = 0.0046, 0.0040
+BROW_UP, BROW_DOWN = 0.0044, 0.0044
 ALONG, ACROSS = 18, 4  # slab quads along and across a brow
 LIFT, SINK = 0.0006, 0.0003  # slab top above the skin, slab bottom below it (m)
 
 
 def brow_line(f: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
-    """(|x|, y) of the brow's centre line at fraction f from the inner end to the tail (front view)."""
+    """(|x|, y) of the brow's centre line at fraction f from the inner end to the tail (front view).
+
+    Fitted to MediaPipe's canonical face (scaled to this head's 64 mm eye spacing): the inner end ~20 mm
+    above the eye centre, the arch ~22 mm two thirds of the way out, the tail ~15 mm.
+    """
     f = np.asarray(f, dtype=np.float64)
     x = 0.013 + f * 0.043
-    y = A.EYE_L[1] + 0.022 + 0.006 * np.sin(np.pi * np.clip(f, 0, 1) ** 0.8) - 0.007 * f
+    y = A.EYE_L[1] + 0.0128 + 0.0063 * np.sin(np.pi * np.clip(f, 0, 1) ** 0.8) - 0.0019 * f
     return x, y
+
+
+def brow_edges(f: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
+    """(above, below) the centre line at fraction f: a full head (~9 mm) tapering to a ~4 mm tail."""
+    f = np.asarray(f, dtype=np.float64)
+    top = BROW_UP * (1.0 - 0.45 * np.clip((f - 0.45) / 0.55, 0, 1) ** 1.2)
+    bottom = BROW_DOWN * (1.0 - 0.45 * np.clip((f - 0.3) / 0.7, 0, 1))
+    return top, bottom
 
 
 def ray_front(verts: np.ndarray, faces: np.ndarray, x: float, y: float) -> tuple[int, np.ndarray]:
@@ -61,8 +73,7 @@ def _outline(sign: float) -> np.ndarray:
     """(ALONG+1, ACROSS+1, 2) front-view grid of one brow: full at the head, tapering to the tail."""
     f = np.linspace(-0.02, 1.04, ALONG + 1)
     x, y = brow_line(f)
-    top = BROW_UP * (1.0 - 0.35 * np.clip((f - 0.55) / 0.5, 0, 1) ** 1.5)
-    bottom = BROW_DOWN * (1.0 - 0.2 * np.clip((f - 0.7) / 0.35, 0, 1))
+    top, bottom = brow_edges(f)
     head = 0.3 + 0.7 * np.clip((f + 0.02) / 0.06, 0, 1) ** 0.5  # a rounded inner end
     t = np.linspace(0.0, 1.0, ACROSS + 1)
     ys = (y - bottom * head)[:, None] + ((top + bottom) * head)[:, None] * t[None, :]

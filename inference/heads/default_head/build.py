@@ -18,7 +18,7 @@ from .regions import lip_coordinates, mouth_mask
 from .shapes import identity_basis
 from .skinning import joint_regressor, skinning_weights
 
-DEFAULT_HEAD_VERSION = 3
+DEFAULT_HEAD_VERSION = 4
 NAME = "Cadence default head"
 
 
@@ -75,7 +75,7 @@ PUPIL_ANGLE = 0.26
 
 
 def material_groups(g, lip_mask: np.ndarray) -> dict[str, list[int]]:
-    """Face ids per material: skin, lips, mouth (bag), eyes (sclera), iris, pupil, teeth, brows.
+    """Face ids per material: skin, lips, mouth (bag), eyes (sclera), iris, pupil, teeth, brows (+ lash lines).
 
     Every face is in exactly one group; the eye cups (hidden behind the eyeballs) count as skin.
     """
@@ -99,6 +99,12 @@ def material_groups(g, lip_mask: np.ndarray) -> dict[str, list[int]]:
         groups["eyes"] += (a + np.flatnonzero(ang >= IRIS_ANGLE)).tolist()
     groups["teeth"] = list(range(parts["teeth_upper"][0], parts["teeth_lower"][1]))
     groups["brows"] = list(range(parts["brow_L"][0], parts["brow_R"][1]))
+    # The lash line: the skin strip along each upper lid margin, in the brows' hair colour.
+    a, b = parts["skin"]
+    ups = np.concatenate([g.grid.slits[k].upper for k in ("eye_L", "eye_R")])
+    lash = set((a + np.flatnonzero(np.isin(f[a:b], ups).any(1))).tolist())
+    groups["skin"] = [i for i in groups["skin"] if i not in lash]
+    groups["brows"] += sorted(lash)
     return groups
 
 

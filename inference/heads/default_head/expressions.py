@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import anatomy as A
+from .brows import brow_line
 from .geometry import Geometry, cavity_positions
 from .grid import skin_positions
 from .regions import bump, eyeball_mask, lip_coordinates, mouth_mask, smoothstep
@@ -55,7 +56,6 @@ def expression_basis(g: Geometry, weights: np.ndarray, joints: np.ndarray) -> tu
     lo = 1.0 - up
     mm = mouth_mask(p)
     corner = np.array([A.MOUTH_HALF_WIDTH, A.STOMION[1] + 0.0012, A.STOMION[2] - 0.018])
-    brow = np.array([0.031, 0.036, 0.078])
     cheek = np.array([0.040, -0.012, 0.070])
     # How far into each lip a vertex is (0 on the line, 1 at the vermilion border ~8 mm away).
     into_up = np.clip(s / 0.008, 0, 1.5)
@@ -80,7 +80,7 @@ def expression_basis(g: Geometry, weights: np.ndarray, joints: np.ndarray) -> tu
     # --- lips as a whole
     lips = mm * np.exp(-((s / 0.018) ** 2))
     toward = -p[:, 0] / A.MOUTH_HALF_WIDTH
-    pucker = vec(lips, (0, 0, 0.0085)) + lips[:, None] * np.stack([0.0110 * toward, 0 * toward, 0 * toward], 1)
+    pucker = vec(lips, (0, 0, 0.0150)) + lips[:, None] * np.stack([0.0220 * toward, 0 * toward, 0 * toward], 1)
     out.append(("mouthPucker", pucker))
     funnel = vec(lips, (0, 0, 0.0065)) + lips[:, None] * np.stack([0.0080 * toward, 0 * toward, 0 * toward], 1)
     funnel += vec(lipband_up, (0, 0.0030, 0.0010)) + vec(lipband_lo, (0, -0.0040, 0.0010))
@@ -89,8 +89,8 @@ def expression_basis(g: Geometry, weights: np.ndarray, joints: np.ndarray) -> tu
     out.append(("mouthRight", vec(lips, (-0.0060, 0, -0.0005))))
     # --- lips pressed / rolled / raised (upper and lower separately; they never cross the line)
     press = np.zeros((V, 3))
-    press[:, 1] = -0.40 * s * (lipband_up + lipband_lo) / np.maximum(mm, 1e-9) * mm
-    press[:, 2] = -0.0020 * (lipband_up + lipband_lo)
+    press[:, 1] = -0.80 * s * (lipband_up + lipband_lo) / np.maximum(mm, 1e-9) * mm
+    press[:, 2] = -0.0040 * (lipband_up + lipband_lo)
     out.append(("mouthPress", press))
     roll_u = vec(lipband_up, (0, 0, -0.0045)) + vec(lipband_up * np.clip(into_up, 0, 1), (0, -0.0030, -0.0010))
     roll_l = vec(lipband_lo, (0, 0, -0.0050)) + vec(lipband_lo * np.clip(into_lo, 0, 1), (0, 0.0035, -0.0010))
@@ -117,10 +117,15 @@ def expression_basis(g: Geometry, weights: np.ndarray, joints: np.ndarray) -> tu
     out += _sided("noseSneer", lambda sg: vec(bump(p, [0.014 * sg, -0.028, 0.096], (0.017, 0.018, 0.02)), (0.0008 * sg, 0.0060, -0.0005))
                   + vec(up_lift * bump(p, [0.012 * sg, -0.052, 0.095], (0.018, 0.015, 0.03)), (0, 0.0020, 0)))
     # --- brows
-    inner = bump(p, [0.016, 0.040, 0.086], (0.022, 0.020, 0.03)) + bump(p, [-0.016, 0.040, 0.086], (0.022, 0.020, 0.03))
+    # Centred on the brows themselves (inner end, middle, tail of brows.brow_line).
+    (bx_in, bx_mid, bx_out), (by_in, by_mid, by_out) = brow_line(np.array([0.05, 0.45, 0.85]))
+    inner = bump(p, [bx_in + 0.003, by_in + 0.004, 0.086], (0.022, 0.020, 0.03))
+    inner += bump(p, [-bx_in - 0.003, by_in + 0.004, 0.086], (0.022, 0.020, 0.03))
     out.append(("browInnerUp", vec(inner, (0, 0.0065, 0.0005))))
-    out += _sided("browDown", lambda sg: vec(bump(p, brow * [sg, 1, 1], (0.032, 0.020, 0.03)), (-0.0020 * sg, -0.0055, 0.0010)))
-    out += _sided("browOuterUp", lambda sg: vec(bump(p, [0.046 * sg, 0.034, 0.066], (0.024, 0.020, 0.03)), (0, 0.0065, 0)))
+    out += _sided("browDown", lambda sg: vec(bump(p, [bx_mid * sg, by_mid + 0.003, 0.078], (0.032, 0.020, 0.03)),
+                                             (-0.0040 * sg, -0.0080, 0.0010)))
+    out += _sided("browOuterUp", lambda sg: vec(bump(p, [bx_out * sg, by_out + 0.003, 0.066], (0.024, 0.020, 0.03)),
+                                                (0, 0.0120, 0)))
     # --- lids (exact re-casts)
     rest = p
     out.append(("eyeBlink_L", _lid_field(g, rest, closure=(1.0, 0.0))))

@@ -19,6 +19,8 @@ from .surface import cast
 # Rows: (elevation at segment end, rows in the segment); elevation in degrees from the centre.
 _ROW_SEGMENTS = ((-72.0, 5), (-50.0, 7), (-30.0, 8), (None, 8), (-8.0, 8), (None, 22), (62.0, 12), (90.0, 7))
 EYE_FALLOFF = 0.20  # rad of elevation over which the lid warp fades into the brow / cheek
+LID_MOTION_FALLOFF = 0.11  # ... and over which a blink / squint / wide-open change fades
+LASH_ROW = 0.9  # degrees: a thin row just above the upper lid margin (the lash line)
 MOUTH_FALLOFF = 0.16
 UPPER_LIP_H = 0.078  # rad: vermilion height at the midline (upper), measured from the lip line
 LOWER_LIP_H = 0.092
@@ -41,6 +43,7 @@ def _rows() -> tuple[np.ndarray, int, int]:
         if mark:
             special.append(len(rows) - 1)
     rows = rows[:-1]  # the last knot is the top pole
+    rows.insert(special[1] + 1, rows[special[1]] + LASH_ROW)
     return np.radians(np.array(rows)), special[0], special[1]
 
 
@@ -186,18 +189,21 @@ def lid_margins(theta_abs: np.ndarray, closure: float = 0.0, lower_raise: float 
 def eye_warp(theta: np.ndarray, phi: np.ndarray, side: np.ndarray, closure: float = 0.0,
              lower_raise: float = 0.0) -> np.ndarray:
     """Elevation offset that opens the lids into an almond aperture."""
+    up0, lo0 = lid_margins(np.abs(theta))
     up, lo = lid_margins(np.abs(theta), closure, lower_raise)
-    d = (phi - A.EYE_PHI) / EYE_FALLOFF
-    g = np.cos(0.5 * np.pi * np.clip(np.abs(d), 0, 1)) ** 2
+    d = phi - A.EYE_PHI
+    g = np.cos(0.5 * np.pi * np.clip(np.abs(d) / EYE_FALLOFF, 0, 1)) ** 2
+    # A blink moves the lid, not the skin under the brow: its change fades out faster than the rest shape.
+    gm = np.cos(0.5 * np.pi * np.clip(np.abs(d) / LID_MOTION_FALLOFF, 0, 1)) ** 2
     above = (d > 0) | ((d == 0) & (side >= 0))
-    return np.where(above, up * g, -lo * g)
+    return np.where(above, up0 * g + (up - up0) * gm, -lo0 * g - (lo - lo0) * gm)
 
 
 def mouth_line_offset(theta: np.ndarray) -> np.ndarray:
-    """Elevation offset of the lip line per azimuth so the closed lip line is level (corners 1 mm up)."""
+    """Elevation offset of the lip line per azimuth so the closed lip line is level (corners 0.4 mm down: a relaxed mouth, not a smile)."""
     th = np.abs(np.asarray(theta, dtype=np.float64))
     t = th / A.MOUTH_THETA
-    target_y = A.STOMION[1] + 0.0012 * np.clip(t, 0, 1) ** 2
+    target_y = A.STOMION[1] - 0.0004 * np.clip(t, 0, 1) ** 2
     off = np.zeros_like(th)
     for _ in range(4):  # secant-free fixed point: y is ~linear in the elevation near the line
         ph = A.STOMION_PHI + off

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import anatomy as A
-from .brows import BROW_DOWN, BROW_UP, brow_line, ray_front, vertex_normals
+from .brows import brow_edges, brow_line, ray_front, vertex_normals
 from .geometry import Geometry
 from .grid import LOWER_LIP_H, UPPER_LIP_H
 
@@ -111,10 +111,11 @@ def embed_landmarks(g: Geometry) -> tuple[np.ndarray, np.ndarray, np.ndarray, di
         eye_sets[k]["iris_centre"] = vid
     # Brows: an arched band above each eye.
     for (up_ids, lo_ids), sgn in ((BROW_L, 1.0), (BROW_R, -1.0)):
-        for ids, dy in ((up_ids, BROW_UP), (lo_ids, -BROW_DOWN)):
+        for ids, edge in ((up_ids, 0), (lo_ids, 1)):
             for mp, f in zip(ids, (1.0, 0.75, 0.5, 0.25, 0.0)):
                 x, y = brow_line(f)
-                out.append((mp, *ray_front(v, skin_faces, sgn * float(x), float(y) + dy)))
+                dy = brow_edges(f)[edge] * (1 - 2 * edge)
+                out.append((mp, *ray_front(v, skin_faces, sgn * float(x), float(y + dy))))
     for mp, y in MIDLINE:
         out.append((mp, *ray_front(v, skin_faces, 0.0, y)))
     for mr, ml, x, y in NOSE_PAIRS:
