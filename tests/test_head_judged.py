@@ -17,9 +17,9 @@ READS_AS_ITSELF = ("mouthSmile_L", "mouthSmile_R", "mouthPucker", "browInnerUp")
 
 
 def test_the_resting_head_reads_as_neutral_and_its_components_as_themselves(cadence, tmp_path):
-    from tools.eval_head import mirrored_names, score_head
+    from tools.eval_head import score_head
 
-    swap = mirrored_names(N)
+    swap = J.mirror_index(N)
     assert N[swap[N.index("browDownLeft")]] == "browDownRight" and N[swap[N.index("jawOpen")]] == "jawOpen"
     res = score_head(cadence, build_default_head(), views={"front": 0.0}, components=list(READS_AS_ITSELF),
                      folder=str(tmp_path))

@@ -32,14 +32,6 @@ def face_camera(render_mod, model, yaw_deg: float, size: int = SIZE):
                                    extent=float(max(hi[0] - lo[0], hi[1] - lo[1])), fill=0.62)
 
 
-def mirrored_names(names) -> np.ndarray:
-    """Index of each score's mirror-image counterpart (browDownLeft <-> browDownRight; others themselves)."""
-    index = {n: i for i, n in enumerate(names)}
-    def other(n: str) -> str:
-        return n.replace("Left", "\0").replace("Right", "Left").replace("\0", "Right")
-    return np.array([index.get(other(n), i) for i, n in enumerate(names)])
-
-
 def score_head(cadence, model, views: dict[str, float] = VIEWS, components: list[str] | None = None,
                size: int = SIZE, folder: str | None = None) -> dict:
     """{"neutral": {view: (52,)}, "components": {view: {name: (52,)}}, "images": {name: front render path}}.
@@ -48,6 +40,7 @@ def score_head(cadence, model, views: dict[str, float] = VIEWS, components: list
 
     import cv2
 
+    from inference.heads.expression_judge import mirror_index
     from inference.tracking import landmarker_model
     from inference.tracking.face_landmarks import BLENDSHAPE_NAMES, LandmarkTracker
 
@@ -61,20 +54,18 @@ def score_head(cadence, model, views: dict[str, float] = VIEWS, components: list
     groups = model.meta.get("material_groups")
     with LandmarkTracker(static=True, scores_model=task) as tracker:
 
-        swap = mirrored_names(BLENDSHAPE_NAMES)
+        views_of = ((None, np.arange(len(BLENDSHAPE_NAMES))), (slice(None, None, -1), mirror_index(BLENDSHAPE_NAMES)))
 
         def scores(path: str) -> np.ndarray:
             img = cv2.cvtColor(cv2.imread(path), cv2.COLOR_BGR2RGB)
             out = []
             # The render and its mirror image (whose scores are read with Left <-> Right swapped): the studio
             # light and the detector each lean to one side; the mean of the two cancels that lean.
-            for im, order in ((img, None), (np.ascontiguousarray(img[:, ::-1]), swap)):
-                tracker.process(im)
-                s = tracker.last_scores
-                if s is None:
+            for cols, order in views_of:
+                tracker.process(img if cols is None else np.ascontiguousarray(img[:, cols]))
+                if tracker.last_scores is None:
                     return np.full(len(BLENDSHAPE_NAMES), np.nan)
-                s = np.asarray(s, np.float64)
-                out.append(s if order is None else s[order])
+                out.append(np.asarray(tracker.last_scores, np.float64)[order])
             return (out[0] + out[1]) / 2
 
         for view, yaw in views.items():

@@ -11,6 +11,7 @@ sides the same way on an unmirrored image (checked on these renders: a left blin
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import numpy as np
 
@@ -22,6 +23,14 @@ PASS_SHARE = 0.8  # ... and the highest of its family, for this share of the com
 
 # Families of related scores: a component competes with the scores of its own part of the face.
 FAMILIES = (("brow",), ("eyeBlink", "eyeSquint", "eyeWide"), ("cheek", "noseSneer"), ("mouth", "jaw"))
+
+
+def mirror_index(score_names: tuple[str, ...]) -> np.ndarray:
+    """Index of each score's mirror-image counterpart (browDownLeft <-> browDownRight; others themselves)."""
+    index = {n: i for i, n in enumerate(score_names)}
+    swap = {"Left": "Right", "Right": "Left"}
+    other = [re.sub("Left|Right", lambda m: swap[m.group(0)], n) for n in score_names]
+    return np.array([index.get(o, i) for i, o in enumerate(other)])
 
 
 def counterparts(component: str, score_names: tuple[str, ...]) -> list[int]:

@@ -21,8 +21,8 @@ LIFT, SINK = 0.0006, 0.0003  # slab top above the skin, slab bottom below it (m)
 def brow_line(f: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
     """(|x|, y) of the brow's centre line at fraction f from the inner end to the tail (front view).
 
-    Fitted to MediaPipe's canonical face (scaled to this head's 64 mm eye spacing): the inner end ~20 mm
-    above the eye centre, the arch ~22 mm two thirds of the way out, the tail ~15 mm.
+    Set from MediaPipe's canonical face and the real speaker of the fixture clips (scaled to this head's
+    64 mm eye spacing): the inner end ~13 mm above the eye centre, the arch ~19 mm, the tail ~11 mm.
     """
     f = np.asarray(f, dtype=np.float64)
     x = 0.013 + f * 0.043

@@ -102,9 +102,9 @@ def material_groups(g, lip_mask: np.ndarray) -> dict[str, list[int]]:
     # The lash line: the skin strip along each upper lid margin, in the brows' hair colour.
     a, b = parts["skin"]
     ups = np.concatenate([g.grid.slits[k].upper for k in ("eye_L", "eye_R")])
-    lash = set((a + np.flatnonzero(np.isin(f[a:b], ups).any(1))).tolist())
-    groups["skin"] = [i for i in groups["skin"] if i not in lash]
-    groups["brows"] += sorted(lash)
+    lash = a + np.flatnonzero(np.isin(f[a:b], ups).any(1))
+    groups["skin"] = np.setdiff1d(groups["skin"], lash).tolist()
+    groups["brows"] += lash.tolist()
     return groups
 
 

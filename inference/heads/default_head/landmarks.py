@@ -111,11 +111,11 @@ def embed_landmarks(g: Geometry) -> tuple[np.ndarray, np.ndarray, np.ndarray, di
         eye_sets[k]["iris_centre"] = vid
     # Brows: an arched band above each eye.
     for (up_ids, lo_ids), sgn in ((BROW_L, 1.0), (BROW_R, -1.0)):
-        for ids, edge in ((up_ids, 0), (lo_ids, 1)):
-            for mp, f in zip(ids, (1.0, 0.75, 0.5, 0.25, 0.0)):
-                x, y = brow_line(f)
-                dy = brow_edges(f)[edge] * (1 - 2 * edge)
-                out.append((mp, *ray_front(v, skin_faces, sgn * float(x), float(y + dy))))
+        for mp_up, mp_lo, f in zip(up_ids, lo_ids, (1.0, 0.75, 0.5, 0.25, 0.0)):
+            x, y = brow_line(f)
+            top, bottom = brow_edges(f)
+            out.append((mp_up, *ray_front(v, skin_faces, sgn * float(x), float(y + top))))
+            out.append((mp_lo, *ray_front(v, skin_faces, sgn * float(x), float(y - bottom))))
     for mp, y in MIDLINE:
         out.append((mp, *ray_front(v, skin_faces, 0.0, y)))
     for mr, ml, x, y in NOSE_PAIRS:
