@@ -180,3 +180,36 @@ def test_depth_bias_is_learned_and_the_face_slides_along_its_line_of_sight():
     bad = {"basis": pc.BASIS, "depth_coef": [float("nan")] * len(coef)}
     assert pc.depth_error(head.__class__(**{**head.__dict__, "meta": {pc.CORRECTION_KEY: bad}}), plain.head_rotation,
                           plain.jaw, plain.expression, np.full(T, 0.27)) is None
+
+
+def test_steady_depth_low_passes_the_distance_and_keeps_the_image_position():
+    """Frame-to-frame depth jitter is smoothed away, a slow lean towards the camera is kept, and each frame's
+    head slides along its own line of sight (its root joint projects where it was seen)."""
+    from inference.tracking.fit import FitResult, steady_depth
+
+    head, _ = _rendered_landmarks(2, seed=5, yaw_deg=0)
+    rng = np.random.default_rng(6)
+    T = 200
+    t = np.arange(T) / 25.0
+    lean = 0.02 * np.sin(2 * np.pi * 0.1 * t)  # 2 cm, 0.1 Hz
+    smooth = np.stack([0.01 * np.sin(t), 0.005 * np.cos(t), lean], 1)
+    trans = smooth + [0, 0, 0.0008] * rng.normal(size=(T, 3))
+    rot = np.radians(5) * rng.normal(size=(T, 3))
+    fit = FitResult(shape=np.zeros(head.n_shape), expression=np.zeros((T, head.n_expr)), jaw=np.zeros((T, 3)),
+                    head_rotation=rot, head_translation=trans.copy(), focal_px=900.0,
+                    position=np.array([0.0, 0.03, 0.7]), rms_px=0.0)
+    J0 = head.rest_joints()[0]
+
+    def ray(tr):
+        v = J0 + tr - fit.position
+        return v / np.linalg.norm(v, axis=1, keepdims=True), np.linalg.norm(v, axis=1)
+
+    steady_depth(head, fit, 0.0)
+    np.testing.assert_array_equal(fit.head_translation, trans)
+    steady_depth(head, fit, 0.16 * 25.0)
+    (u0, d0), (u1, d1) = ray(trans), ray(fit.head_translation)
+    np.testing.assert_allclose(u1, u0, atol=1e-12)
+    np.testing.assert_array_equal(fit.head_rotation, rot)
+    truth = ray(smooth)[1]
+    rms = lambda d: np.sqrt(((d - truth)[5:-5] ** 2).mean())  # noqa: E731
+    assert rms(d1) < 0.4 * rms(d0) and abs(d1.mean() - d0.mean()) < 1e-4

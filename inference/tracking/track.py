@@ -23,9 +23,10 @@ from ..protocol import Channels
 from . import landmarker_model, lip_contact, pose_calibration, score_fusion
 from . import video as vid
 from .face_landmarks import BLENDSHAPE_NAMES, N_LANDMARKS, LandmarkTracker
-from .fit import FitError, FitOptions, fit_landmarks
+from .fit import FitError, FitOptions, fit_landmarks, steady_depth
 
 DETECT_WORKERS = 2  # landmark detectors in threads: 2 cores -> ~2x the frames per second of one
+DEPTH_SIGMA_S = 0.16  # the face's distance from the camera is low-passed over this (fit.steady_depth)
 SENSOR_WIDTH_MM = 36.0  # Blender's default camera sensor (horizontal fit), as operators/tracking/camera_match.py uses
 
 
@@ -221,6 +222,7 @@ def track_video(video_path: str | os.PathLike, head: HeadModel, fps: float, max_
                             focal_px=focal_px)
     except FitError as exc:
         raise TrackError(str(exc)) from exc
+    steady_depth(head, fit, DEPTH_SIGMA_S * fps)
     t_fit = time.perf_counter() - t1
     expression, fused = fit.expression, []
     if scores is not None:  # the blendshape scores where this head's calibration found they add to the fit
