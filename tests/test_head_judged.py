@@ -13,7 +13,7 @@ from inference.heads.default_head import build_default_head
 from inference.tracking.face_landmarks import BLENDSHAPE_NAMES as N
 
 # Components that lead their family at >= 0.5 on the frontal render (the table in the README's head section).
-READS_AS_ITSELF = ("mouthSmile_L", "mouthSmile_R", "mouthPucker", "browInnerUp")
+READS_AS_ITSELF = ("mouthSmile_L", "mouthSmile_R", "mouthPucker", "browInnerUp", "browOuterUp_L", "browOuterUp_R")
 
 
 def test_the_resting_head_reads_as_neutral_and_its_components_as_themselves(cadence, tmp_path):

